@@ -1,0 +1,612 @@
+//! Layered configuration: built-in defaults → `profiles/<profile>.toml` → `--config FILE` →
+//! environment (`DOCFLEET__SECTION__KEY`). Later layers win.
+//!
+//! Every key is checked against the known schema, so a typo fails at start-up with a message that
+//! names the key and the layer it came from instead of being silently ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Map, Source, Value, ValueKind};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Profiles shipped with docfleet, embedded so a binary works from any directory.
+pub const PROFILES: &[(&str, &str)] = &[
+    ("local-dev", include_str!("../../profiles/local-dev.toml")),
+    ("aws-mock", include_str!("../../profiles/aws-mock.toml")),
+    ("k8s", include_str!("../../profiles/k8s.toml")),
+];
+
+/// Profile used when neither `--profile` nor `DOCFLEET_PROFILE` names one.
+pub const DEFAULT_PROFILE: &str = "local-dev";
+
+/// Environment variable prefix: `DOCFLEET__WORKER__CONCURRENCY=8` sets `worker.concurrency`.
+pub const ENV_PREFIX: &str = "DOCFLEET";
+
+/// The whole effective configuration, one section per concern.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub log: LogSettings,
+    pub aws: AwsSettings,
+    pub queue: QueueSettings,
+    pub store: StoreSettings,
+    pub worker: WorkerSettings,
+    pub limits: Limits,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `auto` (human-readable, coloured on a terminal), `text`, or `json` (one object per line).
+    pub format: LogFormat,
+    /// Default filter directive (`info`, `docfleet=debug,warn`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// AWS SDK settings. Unset values fall back to the SDK's own environment and profile handling
+/// (`AWS_REGION`, `AWS_ENDPOINT_URL`, the default credentials chain, IRSA).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsSettings {
+    /// Region, e.g. `us-east-1`.
+    pub region: Option<String>,
+    /// Endpoint for SQS and S3 (LocalStack: `http://127.0.0.1:4566`).
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing (`http://host/bucket/key`), needed by LocalStack and most mirrors.
+    pub force_path_style: bool,
+    /// Static access key id; prefer the SDK credentials chain outside development.
+    pub access_key_id: Option<String>,
+    /// Static secret key (redacted in `config show` and logs).
+    pub secret_access_key: Option<Secret>,
+    /// Static session token (redacted).
+    pub session_token: Option<Secret>,
+}
+
+/// A value that never appears in logs or `config show`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; only for handing to the SDK.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueBackend {
+    /// Amazon SQS (or LocalStack) through aws-sdk-sqs.
+    Sqs,
+    /// The embedded on-disk queue (SQLite) for the `local-dev` profile.
+    Local,
+}
+
+/// The job queue and its dead-letter queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// `sqs` or `local`.
+    pub backend: QueueBackend,
+    /// Job queue name (resolved with GetQueueUrl when `url` is unset).
+    pub name: String,
+    /// Job queue URL; wins over `name`.
+    pub url: Option<String>,
+    /// Dead-letter queue name.
+    pub dlq_name: String,
+    /// Dead-letter queue URL; wins over `dlq_name`.
+    pub dlq_url: Option<String>,
+    /// Receives after which a message moves to the DLQ (the local queue applies it itself;
+    /// for SQS it is the redrive policy that `localstack/init` and deploy/ create).
+    pub max_receive_count: u32,
+    /// Database file of the embedded queue.
+    pub local_path: PathBuf,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            backend: QueueBackend::Local,
+            name: "docfleet-jobs".into(),
+            url: None,
+            dlq_name: "docfleet-jobs-dlq".into(),
+            dlq_url: None,
+            max_receive_count: 5,
+            local_path: PathBuf::from(".docfleet/queue.sqlite3"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    /// Amazon S3 (or LocalStack) through aws-sdk-s3.
+    S3,
+    /// A directory on the local filesystem, one sub-directory per bucket.
+    Local,
+}
+
+/// Where documents are read from and results written to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `s3` or `local`.
+    pub backend: StoreBackend,
+    /// Bucket that `docfleet enqueue` uploads documents to.
+    pub input_bucket: String,
+    /// Key prefix for uploaded documents.
+    pub input_prefix: String,
+    /// Bucket that results and error records are written to.
+    pub output_bucket: String,
+    /// Key prefix of result objects (a job's `output_prefix` replaces it).
+    pub results_prefix: String,
+    /// Key prefix of error records.
+    pub errors_prefix: String,
+    /// Buckets jobs may read from; empty means only `input_bucket`.
+    pub allowed_input_buckets: Vec<String>,
+    /// Root directory of the local store.
+    pub local_root: PathBuf,
+    /// Objects at least this large are uploaded with multipart upload.
+    pub multipart_threshold_bytes: u64,
+    /// Part size of multipart uploads (S3's minimum is 5 MiB).
+    pub multipart_part_bytes: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Local,
+            input_bucket: "docfleet-input".into(),
+            input_prefix: "documents".into(),
+            output_bucket: "docfleet-output".into(),
+            results_prefix: "results".into(),
+            errors_prefix: "errors".into(),
+            allowed_input_buckets: Vec::new(),
+            local_root: PathBuf::from(".docfleet/store"),
+            multipart_threshold_bytes: 16 * 1024 * 1024,
+            multipart_part_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// Whether a job may read from `bucket`.
+    pub fn input_bucket_allowed(&self, bucket: &str) -> bool {
+        if self.allowed_input_buckets.is_empty() {
+            bucket == self.input_bucket
+        } else {
+            self.allowed_input_buckets.iter().any(|b| b == bucket)
+        }
+    }
+}
+
+/// The worker loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Jobs processed at the same time by one worker process.
+    pub concurrency: usize,
+    /// Messages asked for per receive call (1–10, SQS's maximum is 10).
+    pub receive_batch: u32,
+    /// Long-poll wait per receive call in seconds (0–20).
+    pub receive_wait_seconds: u32,
+    /// Visibility timeout requested for received messages, in seconds.
+    pub visibility_timeout_seconds: u32,
+    /// Pipeline for S3 event notifications and jobs that name none.
+    pub default_pipeline: String,
+    /// First delay before a job that failed transiently becomes visible again (seconds);
+    /// doubles with every receive.
+    pub retry_base_delay_seconds: u32,
+    /// Upper bound of that delay (seconds).
+    pub retry_max_delay_seconds: u32,
+    /// Longest a processed message waits for its batched delete (milliseconds).
+    pub delete_flush_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            receive_batch: 10,
+            receive_wait_seconds: 20,
+            visibility_timeout_seconds: 300,
+            default_pipeline: "inspect".into(),
+            retry_base_delay_seconds: 5,
+            retry_max_delay_seconds: 300,
+            delete_flush_ms: 50,
+        }
+    }
+}
+
+/// Limits applied to every input document; past them a job fails permanently.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest input object in bytes.
+    pub max_input_bytes: u64,
+    /// Largest page in pixels (width × height), checked before decoding.
+    pub max_pixels: u64,
+    /// Most pages per document.
+    pub max_pages: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_input_bytes: 64 * 1024 * 1024, max_pixels: 64_000_000, max_pages: 500 }
+    }
+}
+
+/// What to load: the CLI flags.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--profile`; falls back to `DOCFLEET_PROFILE`, then [`DEFAULT_PROFILE`].
+    pub profile: Option<String>,
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Effective settings together with where each key came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub profile: String,
+    pub settings: Settings,
+    /// `section.key` → origin (`built-in defaults`, `profiles/k8s.toml`, a file, `the environment`).
+    pub origins: BTreeMap<String, String>,
+}
+
+impl Loaded {
+    /// The effective configuration as TOML, secrets redacted, with a header naming the profile.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(&self.settings).unwrap_or_else(|e| format!("# {e}\n"));
+        format!("# docfleet effective configuration (profile: {})\n{body}", self.profile)
+    }
+}
+
+/// Resolve the profile name from the flag or `DOCFLEET_PROFILE`.
+pub fn profile_name(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| std::env::var("DOCFLEET_PROFILE").ok().filter(|p| !p.is_empty()))
+        .unwrap_or_else(|| DEFAULT_PROFILE.to_owned())
+}
+
+/// Load and validate the configuration.
+pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    load_with_env(opts, Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))
+}
+
+/// [`load`] with an explicit environment source (tests pass a fixed map).
+pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
+    let profile = profile_name(opts.profile.as_deref());
+    let profile_text = PROFILES
+        .iter()
+        .find(|(name, _)| *name == profile)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| {
+            let known: Vec<&str> = PROFILES.iter().map(|(n, _)| *n).collect();
+            Error::Config(format!("unknown profile `{profile}` (known: {})", known.join(", ")))
+        })?;
+    let defaults = toml::to_string(&Settings::default()).expect("defaults serialize");
+
+    let mut builder = Config::builder()
+        .add_source(Labeled::new("built-in defaults", File::from_str(&defaults, FileFormat::Toml)))
+        .add_source(Labeled::new(
+            format!("profiles/{profile}.toml"),
+            File::from_str(profile_text, FileFormat::Toml),
+        ));
+    if let Some(path) = &opts.config_file {
+        if !path.is_file() {
+            return Err(Error::Config(format!("config file {} does not exist", path.display())));
+        }
+        builder = builder.add_source(Labeled::new(path.display().to_string(), File::from(path.as_path()).format(FileFormat::Toml)));
+    }
+    let cfg = builder
+        .add_source(env.try_parsing(true).list_separator(",").with_list_parse_key("store.allowed_input_buckets"))
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+
+    let mut origins = BTreeMap::new();
+    collect_origins("", &cfg.cache, &mut origins);
+    let known = known_keys();
+    for (key, origin) in &origins {
+        if !known.iter().any(|k| k == key) {
+            return Err(Error::Config(format!(
+                "unknown key `{key}` (from {origin}); known keys in that section: {}",
+                suggestions(&known, key)
+            )));
+        }
+    }
+    let settings: Settings = cfg.try_deserialize().map_err(|e| Error::Config(e.to_string()))?;
+    validate(&settings, &origins)?;
+    Ok(Loaded { profile, settings, origins })
+}
+
+/// Every leaf key of the schema, as `section.key`.
+fn known_keys() -> Vec<String> {
+    let value = serde_json::to_value(Settings::default()).expect("defaults serialize");
+    let mut keys = Vec::new();
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    walk(&join(prefix, k), v, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    walk("", &value, &mut keys);
+    // Unset optional keys serialize as null leaves, so they are listed too.
+    keys
+}
+
+fn suggestions(known: &[String], key: &str) -> String {
+    let section = key.split('.').next().unwrap_or_default();
+    let same: Vec<&str> = known
+        .iter()
+        .filter(|k| k.split('.').next() == Some(section))
+        .map(String::as_str)
+        .collect();
+    if same.is_empty() {
+        let sections: std::collections::BTreeSet<&str> =
+            known.iter().filter_map(|k| k.split('.').next()).collect();
+        format!("no such section; sections are {}", sections.into_iter().collect::<Vec<_>>().join(", "))
+    } else {
+        same.join(", ")
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
+}
+
+fn collect_origins(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
+    match &value.kind {
+        ValueKind::Table(table) => {
+            for (k, v) in table {
+                collect_origins(&join(prefix, k), v, out);
+            }
+        }
+        _ if !prefix.is_empty() => {
+            out.insert(prefix.to_owned(), value.origin().unwrap_or("unknown source").to_owned());
+        }
+        _ => {}
+    }
+}
+
+fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
+    let fail = |key: &str, why: String| {
+        let origin = origins.get(key).map(String::as_str).unwrap_or("built-in defaults");
+        Err(Error::Config(format!("invalid value for `{key}` (from {origin}): {why}")))
+    };
+    if s.worker.concurrency == 0 || s.worker.concurrency > 1024 {
+        return fail("worker.concurrency", format!("must be 1–1024, got {}", s.worker.concurrency));
+    }
+    if !(1..=10).contains(&s.worker.receive_batch) {
+        return fail("worker.receive_batch", format!("must be 1–10, got {}", s.worker.receive_batch));
+    }
+    if s.worker.receive_wait_seconds > 20 {
+        return fail("worker.receive_wait_seconds", format!("must be 0–20, got {}", s.worker.receive_wait_seconds));
+    }
+    if s.worker.visibility_timeout_seconds == 0 || s.worker.visibility_timeout_seconds > 43_200 {
+        return fail(
+            "worker.visibility_timeout_seconds",
+            format!("must be 1–43200, got {}", s.worker.visibility_timeout_seconds),
+        );
+    }
+    if s.worker.default_pipeline.trim().is_empty() {
+        return fail("worker.default_pipeline", "must not be empty".into());
+    }
+    if s.queue.max_receive_count == 0 {
+        return fail("queue.max_receive_count", "must be at least 1".into());
+    }
+    for (key, bucket) in [("store.input_bucket", &s.store.input_bucket), ("store.output_bucket", &s.store.output_bucket)] {
+        if let Err(e) = crate::keys::validate_bucket(bucket) {
+            return fail(key, e.to_string());
+        }
+    }
+    for (key, prefix) in [
+        ("store.input_prefix", &s.store.input_prefix),
+        ("store.results_prefix", &s.store.results_prefix),
+        ("store.errors_prefix", &s.store.errors_prefix),
+    ] {
+        if let Err(e) = crate::keys::validate_prefix(prefix) {
+            return fail(key, e.to_string());
+        }
+    }
+    if s.store.multipart_part_bytes < 5 * 1024 * 1024 {
+        return fail("store.multipart_part_bytes", "must be at least 5 MiB (S3's minimum part size)".into());
+    }
+    if s.limits.max_input_bytes == 0 || s.limits.max_pixels == 0 || s.limits.max_pages == 0 {
+        return fail("limits", "limits must be greater than zero".into());
+    }
+    if let Some(url) = &s.aws.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return fail("aws.endpoint_url", format!("must start with http:// or https://, got `{url}`"));
+        }
+    }
+    Ok(())
+}
+
+/// A source whose values remember a human-readable origin (embedded strings have none).
+#[derive(Debug, Clone)]
+struct Labeled<S> {
+    label: String,
+    inner: S,
+}
+
+impl<S> Labeled<S> {
+    fn new(label: impl Into<String>, inner: S) -> Self {
+        Self { label: label.into(), inner }
+    }
+}
+
+impl<S: Source + Clone + Send + Sync + 'static> Source for Labeled<S> {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> std::result::Result<Map<String, Value>, config::ConfigError> {
+        fn relabel(label: &String, v: Value) -> Value {
+            let kind = match v.kind {
+                ValueKind::Table(t) => ValueKind::Table(t.into_iter().map(|(k, v)| (k, relabel(label, v))).collect()),
+                ValueKind::Array(a) => ValueKind::Array(a.into_iter().map(|v| relabel(label, v)).collect()),
+                other => other,
+            };
+            Value::new(Some(label), kind)
+        }
+        Ok(self.inner.collect()?.into_iter().map(|(k, v)| (k, relabel(&self.label, v))).collect())
+    }
+}
+
+/// Resolve a possibly relative path against a base directory.
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Environment {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").source(Some(map))
+    }
+
+    fn opts(profile: &str) -> LoadOptions {
+        LoadOptions { profile: Some(profile.into()), config_file: None }
+    }
+
+    #[test]
+    fn every_shipped_profile_loads() {
+        for (name, _) in PROFILES {
+            let loaded = load_with_env(&opts(name), env(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(loaded.profile, *name);
+        }
+    }
+
+    #[test]
+    fn profiles_select_backends_and_log_format() {
+        let local = load_with_env(&opts("local-dev"), env(&[])).unwrap().settings;
+        assert_eq!(local.queue.backend, QueueBackend::Local);
+        assert_eq!(local.store.backend, StoreBackend::Local);
+        let mock = load_with_env(&opts("aws-mock"), env(&[])).unwrap().settings;
+        assert_eq!(mock.queue.backend, QueueBackend::Sqs);
+        assert!(mock.aws.force_path_style);
+        let k8s = load_with_env(&opts("k8s"), env(&[])).unwrap().settings;
+        assert_eq!(k8s.log.format, LogFormat::Json);
+        assert_eq!(k8s.store.backend, StoreBackend::S3);
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_origins_are_tracked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.toml");
+        std::fs::write(&file, "[worker]\nconcurrency = 7\nreceive_batch = 3\n").unwrap();
+        let loaded = load_with_env(
+            &LoadOptions { profile: Some("aws-mock".into()), config_file: Some(file.clone()) },
+            env(&[("DOCFLEET__WORKER__RECEIVE_BATCH", "9"), ("DOCFLEET__STORE__ALLOWED_INPUT_BUCKETS", "a-b,c-d")]),
+        )
+        .unwrap();
+        assert_eq!(loaded.settings.worker.concurrency, 7, "file beats profile and defaults");
+        assert_eq!(loaded.settings.worker.receive_batch, 9, "environment beats file");
+        assert_eq!(loaded.settings.store.allowed_input_buckets, vec!["a-b", "c-d"]);
+        assert_eq!(loaded.origins["worker.receive_batch"], "the environment");
+        assert_eq!(loaded.origins["worker.concurrency"], file.display().to_string());
+        assert_eq!(loaded.origins["queue.backend"], "profiles/aws-mock.toml");
+        assert_eq!(loaded.origins["limits.max_pages"], "built-in defaults");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_origin() {
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__CONCURENCY", "3")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`worker.concurency`"), "{msg}");
+        assert!(msg.contains("the environment"), "{msg}");
+        assert!(msg.contains("worker.concurrency"), "suggests the real key: {msg}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[wroker]\nconcurrency = 2\n").unwrap();
+        let err = load_with_env(
+            &LoadOptions { profile: None, config_file: Some(file.clone()) },
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`wroker.concurrency`") && err.contains("bad.toml") && err.contains("no such section"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_origin() {
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__CONCURRENCY", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker.concurrency") && err.contains("the environment"), "{err}");
+
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__RECEIVE_BATCH", "11")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`worker.receive_batch`") && err.contains("the environment") && err.contains("1–10"), "{err}");
+
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__QUEUE__BACKEND", "kafka")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.backend") && err.contains("kafka"), "{err}");
+    }
+
+    #[test]
+    fn unknown_profile_is_an_error() {
+        let err = load_with_env(&opts("prod"), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown profile `prod`") && err.contains("local-dev"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_show_and_debug() {
+        let loaded = load_with_env(
+            &opts("aws-mock"),
+            env(&[("DOCFLEET__AWS__SECRET_ACCESS_KEY", "hunter2-very-secret"), ("DOCFLEET__AWS__ACCESS_KEY_ID", "AKIDEXAMPLE")]),
+        )
+        .unwrap();
+        assert_eq!(loaded.settings.aws.secret_access_key.as_ref().unwrap().expose(), "hunter2-very-secret");
+        let shown = loaded.to_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("secret_access_key = \"<redacted>\""), "{shown}");
+        assert!(!format!("{:?}", loaded.settings).contains("hunter2"));
+    }
+}
