@@ -34,6 +34,10 @@ pub enum Error {
     #[error("object not found: s3://{bucket}/{key}")]
     NotFound { bucket: String, key: String },
 
+    /// The document itself is unusable: corrupt, truncated, encrypted or of an unsupported type.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
     /// The input exceeds a configured limit (bytes, pixels, pages).
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
@@ -72,6 +76,7 @@ impl Error {
             Error::InvalidMessage(_) => "invalid_message",
             Error::InvalidJob(_) => "invalid_job",
             Error::NotFound { .. } => "not_found",
+            Error::InvalidInput(_) => "invalid_input",
             Error::LimitExceeded(_) => "limit_exceeded",
             Error::Backend { .. } => "backend",
             Error::Io(_) => "io",

@@ -1,0 +1,464 @@
+//! The worker loop: receive → parse → fetch input → pipeline → write result → delete.
+//!
+//! Outcomes per message:
+//! - success: result written at its deterministic key, message deleted (batched);
+//! - permanent failure (bad message, bad input, over limits, unknown pipeline, bucket not
+//!   allowed): error record written at its deterministic error key, message moved to the DLQ at
+//!   once (sent there, then deleted), so it is neither retried nor lost;
+//! - transient failure (SQS/S3 unavailable, throttled): the message is released with a delay
+//!   that doubles with its receive count; the queue's redrive policy dead-letters it after
+//!   `max_receive_count` receives.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use docfleet_core::job::{Job, Parsed, parse_message};
+use docfleet_core::keys::{error_key_for, message_error_key_for, result_key_for, text_key_for};
+use docfleet_core::queue::Message;
+use docfleet_core::{Backends, Error, Result, Settings, now_ms};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::pipeline::{Document, Pipelines};
+
+/// When the loop ends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopWhen {
+    /// Only on shutdown (a long-running worker).
+    Shutdown,
+    /// When the queue is empty and nothing is in flight (`docfleet run`, batch jobs).
+    Drained,
+}
+
+/// Counters of one worker run.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub messages: AtomicU64,
+    pub jobs_succeeded: AtomicU64,
+    pub jobs_failed: AtomicU64,
+    pub invalid_messages: AtomicU64,
+    pub released_for_retry: AtomicU64,
+    pub ignored: AtomicU64,
+    pub delete_failures: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub messages: u64,
+    pub jobs_succeeded: u64,
+    pub jobs_failed: u64,
+    pub invalid_messages: u64,
+    pub released_for_retry: u64,
+    pub ignored: u64,
+    pub delete_failures: u64,
+}
+
+impl Stats {
+    pub fn summary(&self) -> Summary {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Summary {
+            messages: g(&self.messages),
+            jobs_succeeded: g(&self.jobs_succeeded),
+            jobs_failed: g(&self.jobs_failed),
+            invalid_messages: g(&self.invalid_messages),
+            released_for_retry: g(&self.released_for_retry),
+            ignored: g(&self.ignored),
+            delete_failures: g(&self.delete_failures),
+        }
+    }
+}
+
+/// A worker bound to its backends and pipelines.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    backends: Backends,
+    pipelines: Pipelines,
+    stats: Stats,
+    worker_id: String,
+}
+
+/// How one message ended.
+enum Disposition {
+    Delete,
+    DeadLetter,
+    Release(Duration),
+}
+
+impl Worker {
+    pub fn new(settings: Settings, backends: Backends, pipelines: Pipelines) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        let worker_id = format!("{host}/{}", std::process::id());
+        Self { inner: Arc::new(Inner { settings, backends, pipelines, stats: Stats::default(), worker_id }) }
+    }
+
+    pub fn stats(&self) -> Summary {
+        self.inner.stats.summary()
+    }
+
+    /// Run until `shutdown` is cancelled (or the queue drains, with [`StopWhen::Drained`]).
+    /// In-flight jobs are finished before it returns.
+    pub async fn run(&self, shutdown: CancellationToken, stop: StopWhen) -> Result<Summary> {
+        let s = &self.inner.settings.worker;
+        let slots = Arc::new(Semaphore::new(s.concurrency));
+        let (delete_tx, delete_rx) = mpsc::channel::<String>(1024);
+        let deleter = tokio::spawn(run_deleter(self.clone(), delete_rx));
+        let mut tasks = JoinSet::new();
+        let wait = Duration::from_secs(s.receive_wait_seconds as u64);
+        let visibility = Duration::from_secs(s.visibility_timeout_seconds as u64);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        info!(queue = self.inner.backends.queue.name(), concurrency = s.concurrency, pipelines = ?self.inner.pipelines.names(), "worker started");
+
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let first_slot = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("semaphore open"),
+                _ = shutdown.cancelled() => break,
+            };
+            let want = (slots.available_permits() as u32 + 1).min(s.receive_batch);
+            let received = tokio::select! {
+                r = self.inner.backends.queue.receive(want, wait, visibility) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            let messages = match received {
+                Ok(m) => {
+                    backoff.reset();
+                    m
+                }
+                Err(e) => {
+                    let delay = backoff.next();
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed; backing off");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {},
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                drop(first_slot);
+                if stop == StopWhen::Drained && self.drained(&mut tasks, &delete_tx).await? {
+                    break;
+                }
+                continue;
+            }
+            let mut first_slot = Some(first_slot);
+            for message in messages {
+                let permit = match first_slot.take() {
+                    Some(p) => p,
+                    None => slots.clone().acquire_owned().await.expect("semaphore open"),
+                };
+                let worker = self.clone();
+                let delete_tx = delete_tx.clone();
+                let span = info_span!("message", message_id = %message.message_id, receive_count = message.receive_count);
+                tasks.spawn(
+                    async move {
+                        worker.handle_message(message, &delete_tx).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        info!(in_flight = tasks.len(), "worker stopping; finishing in-flight jobs");
+        while tasks.join_next().await.is_some() {}
+        drop(delete_tx);
+        let _ = deleter.await;
+        let summary = self.stats();
+        info!(?summary, "worker stopped");
+        Ok(summary)
+    }
+
+    /// True when nothing is in flight here and the queue reports nothing left.
+    async fn drained(&self, tasks: &mut JoinSet<()>, delete_tx: &mpsc::Sender<String>) -> Result<bool> {
+        if !tasks.is_empty() {
+            return Ok(false);
+        }
+        // Pending deletes make the queue look busy; wait for the deleter to catch up first.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while delete_tx.capacity() < delete_tx.max_capacity() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let depth = self.inner.backends.queue.depth().await?;
+        debug!(?depth, "queue empty on receive");
+        Ok(depth.total() == 0)
+    }
+
+    async fn handle_message(&self, message: Message, delete_tx: &mpsc::Sender<String>) {
+        let stats = &self.inner.stats;
+        stats.messages.fetch_add(1, Ordering::Relaxed);
+        let disposition = match parse_message(&message.body, &self.inner.settings.worker.default_pipeline) {
+            Ok(Parsed::TestEvent) => {
+                info!("s3:TestEvent received; deleting it");
+                stats.ignored.fetch_add(1, Ordering::Relaxed);
+                Disposition::Delete
+            }
+            Ok(Parsed::Ignored(why)) => {
+                info!(%why, "notification with nothing to process; deleting it");
+                stats.ignored.fetch_add(1, Ordering::Relaxed);
+                Disposition::Delete
+            }
+            Ok(Parsed::Jobs(jobs)) => self.run_jobs(&message, jobs).await,
+            Err(e) => {
+                warn!(error = %e, "message is not a job; recording the error and dead-lettering it");
+                stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+                let key = message_error_key_for(&self.inner.settings.store.errors_prefix, &message.message_id);
+                let record = json!({
+                    "schema": "docfleet.error/v1",
+                    "message_id": message.message_id,
+                    "receive_count": message.receive_count,
+                    "error": {"kind": e.kind(), "message": e.to_string()},
+                    "body": truncate(&message.body, 4096),
+                    "worker": self.inner.worker_id,
+                    "at_ms": now_ms(),
+                });
+                match self.put_json(&key, &record).await {
+                    Ok(()) => Disposition::DeadLetter,
+                    Err(e) => self.retry_later(&message, &e),
+                }
+            }
+        };
+        self.dispose(message, disposition, delete_tx).await;
+    }
+
+    /// Run every job of a message; the message's fate follows the worst outcome.
+    async fn run_jobs(&self, message: &Message, jobs: Vec<Job>) -> Disposition {
+        let stats = &self.inner.stats;
+        let mut dead_letter = false;
+        for job in jobs {
+            let span = info_span!("job", job_id = %job.job_id, pipeline = %job.pipeline, input = %job.input);
+            let outcome = self.run_job(message, &job).instrument(span.clone()).await;
+            let _entered = span.enter();
+            match outcome {
+                Ok(key) => {
+                    stats.jobs_succeeded.fetch_add(1, Ordering::Relaxed);
+                    info!(result = %key, "job done");
+                }
+                Err(e) if e.is_transient() => return self.retry_later(message, &e),
+                Err(e) => {
+                    stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "job failed permanently; recording the error");
+                    if let Err(put_err) = self.write_error_record(message, &job, &e).await {
+                        return self.retry_later(message, &put_err);
+                    }
+                    dead_letter = true;
+                }
+            }
+        }
+        if dead_letter { Disposition::DeadLetter } else { Disposition::Delete }
+    }
+
+    async fn run_job(&self, message: &Message, job: &Job) -> Result<String> {
+        let settings = &self.inner.settings;
+        let pipeline = self.inner.pipelines.get(&job.pipeline)?;
+        if !settings.store.input_bucket_allowed(&job.input.bucket) {
+            return Err(Error::InvalidJob(format!(
+                "input bucket `{}` is not on the allow-list (store.allowed_input_buckets)",
+                job.input.bucket
+            )));
+        }
+        let prefix = job.output_prefix.as_deref().unwrap_or(&settings.store.results_prefix);
+        let key = result_key_for(prefix, &job.pipeline, &job.input.bucket, &job.input.key);
+        let started = Instant::now();
+        let bytes = self
+            .inner
+            .backends
+            .store
+            .get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes)
+            .await?;
+        let fetched = started.elapsed();
+        let doc = Document { input: job.input.clone(), bytes };
+        let output = pipeline.process(&doc, &job.params).await?;
+        let processed = started.elapsed() - fetched;
+        if let Some(text) = &output.text {
+            self.inner
+                .backends
+                .store
+                .put(&settings.store.output_bucket, &text_key_for(&key), Bytes::from(text.clone()), "text/plain; charset=utf-8")
+                .await?;
+        }
+        let record = json!({
+            "schema": "docfleet.result/v1",
+            "job_id": job.job_id,
+            "pipeline": job.pipeline,
+            "input": {"bucket": job.input.bucket, "key": job.input.key, "bytes": doc.bytes.len()},
+            "source": job.source,
+            "output": output.result,
+            "message_id": message.message_id,
+            "receive_count": message.receive_count,
+            "timings_ms": {"fetch": fetched.as_secs_f64() * 1e3, "process": processed.as_secs_f64() * 1e3},
+            "worker": self.inner.worker_id,
+            "completed_at_ms": now_ms(),
+        });
+        self.put_json(&key, &record).await?;
+        Ok(key)
+    }
+
+    async fn write_error_record(&self, message: &Message, job: &Job, err: &Error) -> Result<()> {
+        let key = error_key_for(&self.inner.settings.store.errors_prefix, &job.pipeline, &job.input.bucket, &job.input.key);
+        let record = json!({
+            "schema": "docfleet.error/v1",
+            "job_id": job.job_id,
+            "pipeline": job.pipeline,
+            "input": {"bucket": job.input.bucket, "key": job.input.key},
+            "error": {"kind": err.kind(), "message": err.to_string()},
+            "message_id": message.message_id,
+            "receive_count": message.receive_count,
+            "worker": self.inner.worker_id,
+            "at_ms": now_ms(),
+        });
+        self.put_json(&key, &record).await
+    }
+
+    async fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<()> {
+        let body = serde_json::to_vec_pretty(value)?;
+        self.inner
+            .backends
+            .store
+            .put(&self.inner.settings.store.output_bucket, key, Bytes::from(body), "application/json")
+            .await
+    }
+
+    fn retry_later(&self, message: &Message, err: &Error) -> Disposition {
+        let s = &self.inner.settings.worker;
+        let exp = message.receive_count.saturating_sub(1).min(16);
+        let delay = (s.retry_base_delay_seconds as u64).saturating_mul(1 << exp).min(s.retry_max_delay_seconds as u64);
+        warn!(error = %err, retry_in_s = delay, "transient failure; releasing the message for a retry");
+        self.inner.stats.released_for_retry.fetch_add(1, Ordering::Relaxed);
+        Disposition::Release(Duration::from_secs(delay))
+    }
+
+    async fn dispose(&self, message: Message, disposition: Disposition, delete_tx: &mpsc::Sender<String>) {
+        let backends = &self.inner.backends;
+        match disposition {
+            Disposition::Delete => {
+                if delete_tx.send(message.receipt_handle).await.is_err() {
+                    error!("deleter stopped before the message was deleted; it will be redelivered");
+                }
+            }
+            Disposition::DeadLetter => {
+                // Send first, delete second: a crash in between redelivers (idempotent), never loses.
+                match backends.dlq.send_batch(std::slice::from_ref(&message.body)).await {
+                    Ok(failed) if failed.is_empty() => {
+                        if delete_tx.send(message.receipt_handle).await.is_err() {
+                            error!("deleter stopped before the dead-lettered message was deleted");
+                        }
+                        info!(dlq = backends.dlq.name(), "message moved to the dead-letter queue");
+                    }
+                    Ok(failed) => warn!(?failed, "could not send to the DLQ; the message stays and will be redelivered"),
+                    Err(e) => warn!(error = %e, "could not send to the DLQ; the message stays and will be redelivered"),
+                }
+            }
+            Disposition::Release(delay) => {
+                let entry = [(message.receipt_handle, delay)];
+                match backends.queue.change_visibility_batch(&entry).await {
+                    Ok(failed) if failed.is_empty() => {}
+                    Ok(failed) => warn!(?failed, "could not release the message; it returns after its visibility timeout"),
+                    Err(e) => warn!(error = %e, "could not release the message; it returns after its visibility timeout"),
+                }
+            }
+        }
+    }
+}
+
+/// Batches deletes: up to ten receipts per call, flushed after `delete_flush_ms`.
+/// A failed call is retried with backoff; entries SQS rejects are logged, never dropped silently.
+async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
+    let flush_after = Duration::from_millis(worker.inner.settings.worker.delete_flush_ms);
+    let queue = worker.inner.backends.queue.clone();
+    let stats = &worker.inner.stats;
+    let mut pending: Vec<String> = Vec::new();
+    loop {
+        let closed = if pending.is_empty() {
+            match rx.recv().await {
+                Some(r) => {
+                    pending.push(r);
+                    false
+                }
+                None => true,
+            }
+        } else {
+            match tokio::time::timeout(flush_after, rx.recv()).await {
+                Ok(Some(r)) => {
+                    pending.push(r);
+                    if pending.len() < docfleet_core::queue::MAX_BATCH {
+                        continue;
+                    }
+                    false
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            }
+        };
+        if !pending.is_empty() {
+            let batch: Vec<String> = pending.drain(..pending.len().min(docfleet_core::queue::MAX_BATCH)).collect();
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+            for attempt in 1..=8 {
+                match queue.delete_batch(&batch).await {
+                    Ok(failed) => {
+                        for f in &failed {
+                            stats.delete_failures.fetch_add(1, Ordering::Relaxed);
+                            warn!(code = %f.code, message = %f.message, "delete rejected; the message may be redelivered (results are idempotent)");
+                        }
+                        break;
+                    }
+                    Err(e) if attempt < 8 => {
+                        let d = backoff.next();
+                        warn!(error = %e, attempt, retry_in_ms = d.as_millis() as u64, "delete batch failed; retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    Err(e) => {
+                        stats.delete_failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        error!(error = %e, count = batch.len(), "delete batch failed after retries; messages will be redelivered");
+                    }
+                }
+            }
+        }
+        if closed && pending.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Exponential backoff with a cap.
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Self {
+        Self { base, max, current: base }
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+    fn reset(&mut self) {
+        self.current = self.base;
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
