@@ -87,6 +87,8 @@ struct Inner {
     pipelines: Pipelines,
     stats: Stats,
     worker_id: String,
+    /// Receipts handed to the deleter and not yet deleted (or given up on).
+    pending_deletes: AtomicU64,
 }
 
 /// How one message ended.
@@ -100,7 +102,7 @@ impl Worker {
     pub fn new(settings: Settings, backends: Backends, pipelines: Pipelines) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let worker_id = format!("{host}/{}", std::process::id());
-        Self { inner: Arc::new(Inner { settings, backends, pipelines, stats: Stats::default(), worker_id }) }
+        Self { inner: Arc::new(Inner { settings, backends, pipelines, stats: Stats::default(), worker_id, pending_deletes: AtomicU64::new(0) }) }
     }
 
     pub fn stats(&self) -> Summary {
@@ -148,7 +150,7 @@ impl Worker {
             };
             if messages.is_empty() {
                 drop(first_slot);
-                if stop == StopWhen::Drained && self.drained(&mut tasks, &delete_tx).await? {
+                if stop == StopWhen::Drained && self.drained(&mut tasks).await? {
                     break;
                 }
                 continue;
@@ -181,13 +183,14 @@ impl Worker {
     }
 
     /// True when nothing is in flight here and the queue reports nothing left.
-    async fn drained(&self, tasks: &mut JoinSet<()>, delete_tx: &mpsc::Sender<String>) -> Result<bool> {
+    async fn drained(&self, tasks: &mut JoinSet<()>) -> Result<bool> {
+        while tasks.try_join_next().is_some() {}
         if !tasks.is_empty() {
             return Ok(false);
         }
         // Pending deletes make the queue look busy; wait for the deleter to catch up first.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while delete_tx.capacity() < delete_tx.max_capacity() && Instant::now() < deadline {
+        while self.inner.pending_deletes.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let depth = self.inner.backends.queue.depth().await?;
@@ -342,18 +345,12 @@ impl Worker {
     async fn dispose(&self, message: Message, disposition: Disposition, delete_tx: &mpsc::Sender<String>) {
         let backends = &self.inner.backends;
         match disposition {
-            Disposition::Delete => {
-                if delete_tx.send(message.receipt_handle).await.is_err() {
-                    error!("deleter stopped before the message was deleted; it will be redelivered");
-                }
-            }
+            Disposition::Delete => self.queue_delete(message.receipt_handle, delete_tx).await,
             Disposition::DeadLetter => {
                 // Send first, delete second: a crash in between redelivers (idempotent), never loses.
                 match backends.dlq.send_batch(std::slice::from_ref(&message.body)).await {
                     Ok(failed) if failed.is_empty() => {
-                        if delete_tx.send(message.receipt_handle).await.is_err() {
-                            error!("deleter stopped before the dead-lettered message was deleted");
-                        }
+                        self.queue_delete(message.receipt_handle, delete_tx).await;
                         info!(dlq = backends.dlq.name(), "message moved to the dead-letter queue");
                     }
                     Ok(failed) => warn!(?failed, "could not send to the DLQ; the message stays and will be redelivered"),
@@ -368,6 +365,17 @@ impl Worker {
                     Err(e) => warn!(error = %e, "could not release the message; it returns after its visibility timeout"),
                 }
             }
+        }
+    }
+}
+
+impl Worker {
+    /// Hand a receipt to the batching deleter.
+    async fn queue_delete(&self, receipt_handle: String, delete_tx: &mpsc::Sender<String>) {
+        self.inner.pending_deletes.fetch_add(1, Ordering::AcqRel);
+        if delete_tx.send(receipt_handle).await.is_err() {
+            self.inner.pending_deletes.fetch_sub(1, Ordering::AcqRel);
+            error!("deleter stopped before the message was deleted; it will be redelivered");
         }
     }
 }
@@ -424,6 +432,7 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
                     }
                 }
             }
+            worker.inner.pending_deletes.fetch_sub(batch.len() as u64, Ordering::AcqRel);
         }
         if closed && pending.is_empty() {
             return;

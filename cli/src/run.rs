@@ -1,0 +1,154 @@
+//! `docfleet run DIR`: the local main job. Enqueue every document, run an in-process worker until
+//! the queue is drained, write each document's result (or error record) under `--out`, and print
+//! a summary.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::bail;
+use comfy_table::Table;
+use docfleet_core::Error;
+use docfleet_core::config::Loaded;
+use docfleet_core::keys::{error_key_for, result_key_for};
+use docfleet_worker::{Pipelines, StopWhen, Worker};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::enqueue;
+use crate::results::write_under;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Pipeline to run [default: worker.default_pipeline of the configuration]
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Pipeline parameters, a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
+    /// Where results are written: `<out>/<document path>.<pipeline>.json` (`.error.json` on failure).
+    #[arg(long, default_value = "docfleet-out")]
+    pub out: PathBuf,
+    /// Documents: files or directories.
+    #[arg(required = true, value_name = "DIR|FILE")]
+    pub inputs: Vec<String>,
+}
+
+/// Largest table printed per document; bigger runs print totals only.
+const MAX_ROWS: usize = 50;
+
+pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let settings = loaded.settings;
+    let backends = docfleet_core::Backends::connect(&settings).await?;
+    let pipeline = args.pipeline.clone().unwrap_or_else(|| settings.worker.default_pipeline.clone());
+    let pipelines = Pipelines::builtin(&settings);
+    pipelines.get(&pipeline)?;
+
+    let enqueue_args = enqueue::Args {
+        pipeline: Some(pipeline.clone()),
+        params: args.params.clone(),
+        output_prefix: None,
+        inputs: args.inputs.clone(),
+    };
+    let report = enqueue::run(&settings, &backends, &enqueue_args).await?;
+    eprintln!("{report}; processing with profile `{}`", loaded.profile);
+
+
+    let worker = Worker::new(settings.clone(), backends.clone(), pipelines);
+    let shutdown = CancellationToken::new();
+    docfleet_worker::shutdown::install(shutdown.clone());
+    let bar = indicatif::ProgressBar::new(report.jobs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(pipeline.clone());
+    let ticker = {
+        let (worker, bar) = (worker.clone(), bar.clone());
+        tokio::spawn(async move {
+            loop {
+                let s = worker.stats();
+                bar.set_position(s.jobs_succeeded + s.jobs_failed + s.invalid_messages);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let summary = worker.run(shutdown.clone(), StopWhen::Drained).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let summary = summary?;
+
+    let store = &settings.store;
+    let mut table = Table::new();
+    table.set_header(vec!["document", "status", "detail"]);
+    let (mut ok, mut failed, mut missing) = (0u64, 0u64, 0u64);
+    for job in &report.jobs {
+        let o = &job.object;
+        let rel = o.key.strip_prefix(&format!("{}/", store.input_prefix.trim_end_matches('/'))).unwrap_or(&o.key);
+        let result_key = result_key_for(&store.results_prefix, &pipeline, &o.bucket, &o.key);
+        let error_key = error_key_for(&store.errors_prefix, &pipeline, &o.bucket, &o.key);
+        let (status, detail) = match backends.store.get(&store.output_bucket, &result_key, u64::MAX).await {
+            Ok(body) => {
+                write_under(&args.out, &format!("{rel}.{pipeline}.json"), &body)?;
+                ok += 1;
+                ("ok", describe(&serde_json::from_slice(&body)?))
+            }
+            Err(Error::NotFound { .. }) => match backends.store.get(&store.output_bucket, &error_key, u64::MAX).await {
+                Ok(body) => {
+                    write_under(&args.out, &format!("{rel}.error.json"), &body)?;
+                    failed += 1;
+                    let v: Value = serde_json::from_slice(&body)?;
+                    ("error", v["error"]["message"].as_str().unwrap_or("").to_owned())
+                }
+                Err(Error::NotFound { .. }) => {
+                    missing += 1;
+                    ("missing", "no result and no error record".to_owned())
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        table.add_row(vec![rel.to_owned(), status.to_owned(), detail]);
+    }
+    if report.jobs.len() <= MAX_ROWS {
+        println!("{table}");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut totals = Table::new();
+    totals.set_header(vec!["documents", "results", "errors", "missing", "time", "docs/s"]);
+    totals.add_row(vec![
+        report.jobs.len().to_string(),
+        ok.to_string(),
+        failed.to_string(),
+        missing.to_string(),
+        format!("{secs:.2} s"),
+        format!("{:.1}", report.jobs.len() as f64 / secs.max(1e-9)),
+    ]);
+    println!("{totals}");
+    println!("results in {} (pipeline `{pipeline}`, {} messages handled)", args.out.display(), summary.messages);
+    if shutdown.is_cancelled() {
+        bail!("interrupted before the queue was drained");
+    }
+    if missing > 0 {
+        bail!("{missing} documents have neither a result nor an error record");
+    }
+    Ok(())
+}
+
+/// A one-line description of a result's `output` for the summary table.
+fn describe(result: &Value) -> String {
+    let out = &result["output"];
+    if let (Some(format), Some(pages)) = (out["format"].as_str(), out["page_count"].as_u64()) {
+        let first = &out["pages"][0];
+        let size = match (first["width"].as_f64(), first["height"].as_f64(), first["unit"].as_str()) {
+            (Some(w), Some(h), Some(unit)) => format!(", {w:.0}×{h:.0} {unit}"),
+            _ => String::new(),
+        };
+        return format!("{format}, {pages} page{}{size}", if pages == 1 { "" } else { "s" });
+    }
+    if let Some(text) = out["text"].as_str() {
+        return text.chars().take(60).collect::<String>().replace('\n', " ");
+    }
+    String::new()
+}
