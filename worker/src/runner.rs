@@ -102,7 +102,16 @@ impl Worker {
     pub fn new(settings: Settings, backends: Backends, pipelines: Pipelines) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let worker_id = format!("{host}/{}", std::process::id());
-        Self { inner: Arc::new(Inner { settings, backends, pipelines, stats: Stats::default(), worker_id, pending_deletes: AtomicU64::new(0) }) }
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                backends,
+                pipelines,
+                stats: Stats::default(),
+                worker_id,
+                pending_deletes: AtomicU64::new(0),
+            }),
+        }
     }
 
     pub fn stats(&self) -> Summary {
@@ -173,7 +182,10 @@ impl Worker {
                 );
             }
         }
-        info!(in_flight = tasks.len(), "worker stopping; finishing in-flight jobs");
+        info!(
+            in_flight = tasks.len(),
+            "worker stopping; finishing in-flight jobs"
+        );
         while tasks.join_next().await.is_some() {}
         drop(delete_tx);
         let _ = deleter.await;
@@ -201,7 +213,10 @@ impl Worker {
     async fn handle_message(&self, message: Message, delete_tx: &mpsc::Sender<String>) {
         let stats = &self.inner.stats;
         stats.messages.fetch_add(1, Ordering::Relaxed);
-        let disposition = match parse_message(&message.body, &self.inner.settings.worker.default_pipeline) {
+        let disposition = match parse_message(
+            &message.body,
+            &self.inner.settings.worker.default_pipeline,
+        ) {
             Ok(Parsed::TestEvent) => {
                 info!("s3:TestEvent received; deleting it");
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
@@ -216,7 +231,10 @@ impl Worker {
             Err(e) => {
                 warn!(error = %e, "message is not a job; recording the error and dead-lettering it");
                 stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-                let key = message_error_key_for(&self.inner.settings.store.errors_prefix, &message.message_id);
+                let key = message_error_key_for(
+                    &self.inner.settings.store.errors_prefix,
+                    &message.message_id,
+                );
                 let record = json!({
                     "schema": "docfleet.error/v1",
                     "message_id": message.message_id,
@@ -259,7 +277,11 @@ impl Worker {
                 }
             }
         }
-        if dead_letter { Disposition::DeadLetter } else { Disposition::Delete }
+        if dead_letter {
+            Disposition::DeadLetter
+        } else {
+            Disposition::Delete
+        }
     }
 
     async fn run_job(&self, message: &Message, job: &Job) -> Result<String> {
@@ -271,24 +293,39 @@ impl Worker {
                 job.input.bucket
             )));
         }
-        let prefix = job.output_prefix.as_deref().unwrap_or(&settings.store.results_prefix);
+        let prefix = job
+            .output_prefix
+            .as_deref()
+            .unwrap_or(&settings.store.results_prefix);
         let key = result_key_for(prefix, &job.pipeline, &job.input.bucket, &job.input.key);
         let started = Instant::now();
         let bytes = self
             .inner
             .backends
             .store
-            .get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes)
+            .get(
+                &job.input.bucket,
+                &job.input.key,
+                settings.limits.max_input_bytes,
+            )
             .await?;
         let fetched = started.elapsed();
-        let doc = Document { input: job.input.clone(), bytes };
+        let doc = Document {
+            input: job.input.clone(),
+            bytes,
+        };
         let output = pipeline.process(&doc, &job.params).await?;
         let processed = started.elapsed() - fetched;
         if let Some(text) = &output.text {
             self.inner
                 .backends
                 .store
-                .put(&settings.store.output_bucket, &text_key_for(&key), Bytes::from(text.clone()), "text/plain; charset=utf-8")
+                .put(
+                    &settings.store.output_bucket,
+                    &text_key_for(&key),
+                    Bytes::from(text.clone()),
+                    "text/plain; charset=utf-8",
+                )
                 .await?;
         }
         let record = json!({
@@ -309,7 +346,12 @@ impl Worker {
     }
 
     async fn write_error_record(&self, message: &Message, job: &Job, err: &Error) -> Result<()> {
-        let key = error_key_for(&self.inner.settings.store.errors_prefix, &job.pipeline, &job.input.bucket, &job.input.key);
+        let key = error_key_for(
+            &self.inner.settings.store.errors_prefix,
+            &job.pipeline,
+            &job.input.bucket,
+            &job.input.key,
+        );
         let record = json!({
             "schema": "docfleet.error/v1",
             "job_id": job.job_id,
@@ -329,40 +371,72 @@ impl Worker {
         self.inner
             .backends
             .store
-            .put(&self.inner.settings.store.output_bucket, key, Bytes::from(body), "application/json")
+            .put(
+                &self.inner.settings.store.output_bucket,
+                key,
+                Bytes::from(body),
+                "application/json",
+            )
             .await
     }
 
     fn retry_later(&self, message: &Message, err: &Error) -> Disposition {
         let s = &self.inner.settings.worker;
         let exp = message.receive_count.saturating_sub(1).min(16);
-        let delay = (s.retry_base_delay_seconds as u64).saturating_mul(1 << exp).min(s.retry_max_delay_seconds as u64);
+        let delay = (s.retry_base_delay_seconds as u64)
+            .saturating_mul(1 << exp)
+            .min(s.retry_max_delay_seconds as u64);
         warn!(error = %err, retry_in_s = delay, "transient failure; releasing the message for a retry");
-        self.inner.stats.released_for_retry.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .released_for_retry
+            .fetch_add(1, Ordering::Relaxed);
         Disposition::Release(Duration::from_secs(delay))
     }
 
-    async fn dispose(&self, message: Message, disposition: Disposition, delete_tx: &mpsc::Sender<String>) {
+    async fn dispose(
+        &self,
+        message: Message,
+        disposition: Disposition,
+        delete_tx: &mpsc::Sender<String>,
+    ) {
         let backends = &self.inner.backends;
         match disposition {
             Disposition::Delete => self.queue_delete(message.receipt_handle, delete_tx).await,
             Disposition::DeadLetter => {
                 // Send first, delete second: a crash in between redelivers (idempotent), never loses.
-                match backends.dlq.send_batch(std::slice::from_ref(&message.body)).await {
+                match backends
+                    .dlq
+                    .send_batch(std::slice::from_ref(&message.body))
+                    .await
+                {
                     Ok(failed) if failed.is_empty() => {
                         self.queue_delete(message.receipt_handle, delete_tx).await;
-                        info!(dlq = backends.dlq.name(), "message moved to the dead-letter queue");
+                        info!(
+                            dlq = backends.dlq.name(),
+                            "message moved to the dead-letter queue"
+                        );
                     }
-                    Ok(failed) => warn!(?failed, "could not send to the DLQ; the message stays and will be redelivered"),
-                    Err(e) => warn!(error = %e, "could not send to the DLQ; the message stays and will be redelivered"),
+                    Ok(failed) => warn!(
+                        ?failed,
+                        "could not send to the DLQ; the message stays and will be redelivered"
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, "could not send to the DLQ; the message stays and will be redelivered")
+                    }
                 }
             }
             Disposition::Release(delay) => {
                 let entry = [(message.receipt_handle, delay)];
                 match backends.queue.change_visibility_batch(&entry).await {
                     Ok(failed) if failed.is_empty() => {}
-                    Ok(failed) => warn!(?failed, "could not release the message; it returns after its visibility timeout"),
-                    Err(e) => warn!(error = %e, "could not release the message; it returns after its visibility timeout"),
+                    Ok(failed) => warn!(
+                        ?failed,
+                        "could not release the message; it returns after its visibility timeout"
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, "could not release the message; it returns after its visibility timeout")
+                    }
                 }
             }
         }
@@ -410,7 +484,9 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
             }
         };
         if !pending.is_empty() {
-            let batch: Vec<String> = pending.drain(..pending.len().min(docfleet_core::queue::MAX_BATCH)).collect();
+            let batch: Vec<String> = pending
+                .drain(..pending.len().min(docfleet_core::queue::MAX_BATCH))
+                .collect();
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             for attempt in 1..=8 {
                 match queue.delete_batch(&batch).await {
@@ -427,12 +503,17 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
                         tokio::time::sleep(d).await;
                     }
                     Err(e) => {
-                        stats.delete_failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        stats
+                            .delete_failures
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         error!(error = %e, count = batch.len(), "delete batch failed after retries; messages will be redelivered");
                     }
                 }
             }
-            worker.inner.pending_deletes.fetch_sub(batch.len() as u64, Ordering::AcqRel);
+            worker
+                .inner
+                .pending_deletes
+                .fetch_sub(batch.len() as u64, Ordering::AcqRel);
         }
         if closed && pending.is_empty() {
             return;
@@ -449,7 +530,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, current: base }
+        Self {
+            base,
+            max,
+            current: base,
+        }
     }
     fn next(&mut self) -> Duration {
         let d = self.current;

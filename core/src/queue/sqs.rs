@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::{BatchFailure, MAX_BATCH, Message, Queue, QueueDepth, RedriveReport, redrive_by_copy};
@@ -47,7 +47,7 @@ impl SqsQueue {
         &self.client
     }
 
-    async fn arn(&self) -> Result<String> {
+    async fn queue_arn(&self) -> Result<String> {
         let out = self
             .client
             .get_queue_attributes()
@@ -67,7 +67,10 @@ impl SqsQueue {
     }
 }
 
-fn failures(failed: Vec<aws_sdk_sqs::types::BatchResultErrorEntry>, offset: usize) -> Vec<BatchFailure> {
+fn failures(
+    failed: Vec<aws_sdk_sqs::types::BatchResultErrorEntry>,
+    offset: usize,
+) -> Vec<BatchFailure> {
     failed
         .into_iter()
         .map(|f| BatchFailure {
@@ -88,7 +91,12 @@ impl Queue for SqsQueue {
         &self.name
     }
 
-    async fn receive(&self, max: u32, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Message>> {
         let out = self
             .client
             .receive_message()
@@ -127,7 +135,12 @@ impl Queue for SqsQueue {
             let entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, r)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build())
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::InvalidJob(e.to_string()))?;
             let out = self
@@ -143,7 +156,10 @@ impl Queue for SqsQueue {
         Ok(failed)
     }
 
-    async fn change_visibility_batch(&self, entries: &[(String, Duration)]) -> Result<Vec<BatchFailure>> {
+    async fn change_visibility_batch(
+        &self,
+        entries: &[(String, Duration)],
+    ) -> Result<Vec<BatchFailure>> {
         let mut failed = Vec::new();
         for (chunk_no, chunk) in entries.chunks(MAX_BATCH).enumerate() {
             let reqs = chunk
@@ -177,7 +193,12 @@ impl Queue for SqsQueue {
             let entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, b)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build())
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::InvalidJob(e.to_string()))?;
             let out = self
@@ -205,7 +226,8 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| backend_error("sqs", "GetQueueAttributes", e))?;
         let attrs = out.attributes.unwrap_or_default();
-        let get = |name: QueueAttributeName| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let get =
+            |name: QueueAttributeName| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(QueueDepth {
             visible: get(QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
@@ -213,19 +235,68 @@ impl Queue for SqsQueue {
         })
     }
 
-    /// StartMessageMoveTask back to the queue(s) whose redrive policy points here; a copy loop
-    /// where the service does not offer it.
+    async fn arn(&self) -> Result<Option<String>> {
+        self.queue_arn().await.map(Some)
+    }
+
+    /// StartMessageMoveTask to `destination` (waiting up to ten minutes for it to finish); a copy
+    /// loop where the service does not offer it.
     async fn redrive_to(&self, destination: &dyn Queue) -> Result<RedriveReport> {
         let depth = self.depth().await?;
         if depth.visible == 0 {
             return Ok(RedriveReport::Moved(0));
         }
-        let arn = self.arn().await?;
-        match self.client.start_message_move_task().source_arn(&arn).send().await {
-            Ok(out) => Ok(RedriveReport::MoveTaskStarted {
-                task_handle: out.task_handle.unwrap_or_default(),
-                approximate_messages: depth.visible,
-            }),
+        let arn = self.queue_arn().await?;
+        // Messages docfleet sent to the DLQ itself have no "source queue", so name the destination.
+        let destination_arn = destination.arn().await?;
+        let started = self
+            .client
+            .start_message_move_task()
+            .source_arn(&arn)
+            .set_destination_arn(destination_arn)
+            .send()
+            .await;
+        match started {
+            Ok(out) => {
+                let task_handle = out.task_handle.unwrap_or_default();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+                loop {
+                    let tasks = self
+                        .client
+                        .list_message_move_tasks()
+                        .source_arn(&arn)
+                        .send()
+                        .await
+                        .map_err(|e| backend_error("sqs", "ListMessageMoveTasks", e))?;
+                    // Results are newest first; SQS reports a task's handle only while it runs.
+                    let task = tasks.results.unwrap_or_default().into_iter().next();
+                    let status = task
+                        .as_ref()
+                        .and_then(|t| t.status.clone())
+                        .unwrap_or_else(|| "UNKNOWN".into());
+                    let moved = task
+                        .as_ref()
+                        .map(|t| t.approximate_number_of_messages_moved.max(0) as u64)
+                        .unwrap_or(0);
+                    if status != "RUNNING" || tokio::time::Instant::now() >= deadline {
+                        if status == "FAILED" {
+                            let reason = task.and_then(|t| t.failure_reason).unwrap_or_default();
+                            return Err(Error::Backend {
+                                service: "sqs",
+                                operation: "StartMessageMoveTask",
+                                message: reason,
+                                transient: false,
+                            });
+                        }
+                        return Ok(RedriveReport::MoveTask {
+                            task_handle,
+                            moved,
+                            status,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
             Err(e) => {
                 tracing::info!(
                     code = error_code(&e).as_deref().unwrap_or("none"),

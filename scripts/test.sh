@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and black-box tests of the built binaries on the local-dev
+# profile and against a LocalStack that the tests start themselves (installed here if missing,
+# cached in ${DOCFLEET_CACHE:-~/.cache/docfleet}).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DOCFLEET_LOCALSTACK_PYTHON=$(localstack/install.sh)
+export DOCFLEET_LOCALSTACK_PYTHON
+cargo build --workspace --bins --locked
+cargo test --workspace --locked "$@"
