@@ -20,10 +20,7 @@ fn docfleet(cwd: &Path, binary: &str) -> Command {
 }
 
 fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 #[test]
@@ -32,17 +29,10 @@ fn run_processes_the_bundled_samples_without_services() {
     let samples = repo_root().join("samples");
     let out_dir = tmp.path().join("out");
     let stdout = ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet")
-            .arg("run")
-            .arg(&samples)
-            .arg("--out")
-            .arg(&out_dir),
+        docfleet(tmp.path(), "docfleet").arg("run").arg(&samples).arg("--out").arg(&out_dir),
         LIMIT,
     ));
-    assert!(
-        stdout.contains("| 5         | 5       | 0      | 0"),
-        "summary table:\n{stdout}"
-    );
+    assert!(stdout.contains("| 5         | 5       | 0      | 0"), "summary table:\n{stdout}");
 
     let expect = [
         ("invoice.png", "png", 1),
@@ -62,19 +52,10 @@ fn run_processes_the_bundled_samples_without_services() {
     }
 
     // A second run overwrites the same deterministic keys: still one result per document.
-    ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet")
-            .arg("run")
-            .arg(&samples)
-            .arg("--out")
-            .arg(&out_dir),
-        LIMIT,
-    ));
-    let status: Value = serde_json::from_str(&ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet").args(["status", "--json"]),
-        LIMIT,
-    )))
-    .unwrap();
+    ok(run_with_timeout(docfleet(tmp.path(), "docfleet").arg("run").arg(&samples).arg("--out").arg(&out_dir), LIMIT));
+    let status: Value =
+        serde_json::from_str(&ok(run_with_timeout(docfleet(tmp.path(), "docfleet").args(["status", "--json"]), LIMIT)))
+            .unwrap();
     assert_eq!(status["results"], 5, "{status}");
     assert_eq!(status["queue"]["depth"]["visible"], 0);
     assert_eq!(status["queue"]["depth"]["in_flight"], 0);
@@ -87,32 +68,18 @@ fn enqueue_and_worker_share_the_embedded_queue_across_processes() {
     let docs = tmp.path().join("docs");
     std::fs::create_dir(&docs).unwrap();
     sample_documents(&docs, 3);
-    let stdout = ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet").arg("enqueue").arg(&docs),
-        LIMIT,
-    ));
+    let stdout = ok(run_with_timeout(docfleet(tmp.path(), "docfleet").arg("enqueue").arg(&docs), LIMIT));
     assert!(stdout.contains("enqueued 15 jobs, 0 failed"), "{stdout}");
 
-    let out = run_with_timeout(
-        docfleet(tmp.path(), "docfleet-worker").arg("--exit-when-empty"),
-        LIMIT,
-    );
+    let out = run_with_timeout(docfleet(tmp.path(), "docfleet-worker").arg("--exit-when-empty"), LIMIT);
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("\"jobs_succeeded\":15"), "{stderr}");
 
     let results_dir = tmp.path().join("results");
-    let stdout = ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet")
-            .arg("results")
-            .arg("--out")
-            .arg(&results_dir),
-        LIMIT,
-    ));
-    assert!(
-        stdout.contains("downloaded 15 result objects and 0 error records"),
-        "{stdout}"
-    );
+    let stdout =
+        ok(run_with_timeout(docfleet(tmp.path(), "docfleet").arg("results").arg("--out").arg(&results_dir), LIMIT));
+    assert!(stdout.contains("downloaded 15 result objects and 0 error records"), "{stdout}");
 }
 
 #[test]
@@ -122,18 +89,10 @@ fn bad_inputs_become_error_records_and_dead_letters() {
     std::fs::create_dir(&docs).unwrap();
     let png = std::fs::read(repo_root().join("samples/invoice.png")).unwrap();
     std::fs::write(docs.join("empty.png"), b"").unwrap();
-    std::fs::write(
-        docs.join("text.png"),
-        b"this is a text file wearing a .png name\n",
-    )
-    .unwrap();
+    std::fs::write(docs.join("text.png"), b"this is a text file wearing a .png name\n").unwrap();
     std::fs::write(docs.join("truncated.png"), &png[..png.len() / 3]).unwrap();
     std::fs::write(docs.join("too-big.png"), &png).unwrap();
-    std::fs::write(
-        docs.join("fine.webp"),
-        std::fs::read(repo_root().join("samples/receipt.webp")).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(docs.join("fine.webp"), std::fs::read(repo_root().join("samples/receipt.webp")).unwrap()).unwrap();
 
     // Byte limit between the sizes of the fine document and the full-size PNG.
     let out = run_with_timeout(
@@ -146,14 +105,8 @@ fn bad_inputs_become_error_records_and_dead_letters() {
         LIMIT,
     );
     let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "errors are outcomes, not failures of the run:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("| 5         | 1       | 4      | 0"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "errors are outcomes, not failures of the run:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("| 5         | 1       | 4      | 0"), "{stdout}");
 
     let reasons = [
         ("empty.png", "empty (0 bytes)"),
@@ -166,15 +119,10 @@ fn bad_inputs_become_error_records_and_dead_letters() {
         let message = record["error"]["message"].as_str().unwrap();
         assert!(message.contains(needle), "{name}: {message}");
     }
-    let status: Value = serde_json::from_str(&ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet").args(["status", "--json"]),
-        LIMIT,
-    )))
-    .unwrap();
-    assert_eq!(
-        status["dlq"]["depth"]["visible"], 4,
-        "permanent failures are dead-lettered at once: {status}"
-    );
+    let status: Value =
+        serde_json::from_str(&ok(run_with_timeout(docfleet(tmp.path(), "docfleet").args(["status", "--json"]), LIMIT)))
+            .unwrap();
+    assert_eq!(status["dlq"]["depth"]["visible"], 4, "permanent failures are dead-lettered at once: {status}");
     assert_eq!(status["queue"]["depth"]["visible"], 0);
     assert_eq!(status["errors"], 4);
 }
@@ -193,15 +141,10 @@ fn config_show_layers_and_redacts() {
     assert!(shown.contains("concurrency = 9"), "{shown}");
     assert!(shown.contains("backend = \"sqs\""), "{shown}");
     assert!(!shown.contains("super-secret-value"), "{shown}");
-    assert!(
-        shown.contains("secret_access_key = \"<redacted>\""),
-        "{shown}"
-    );
+    assert!(shown.contains("secret_access_key = \"<redacted>\""), "{shown}");
 
-    let k8s = ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet").args(["config", "show", "--profile", "k8s"]),
-        LIMIT,
-    ));
+    let k8s =
+        ok(run_with_timeout(docfleet(tmp.path(), "docfleet").args(["config", "show", "--profile", "k8s"]), LIMIT));
     assert!(k8s.contains("format = \"json\""), "{k8s}");
 }
 
@@ -217,30 +160,16 @@ fn bad_configuration_fails_at_start_up_naming_key_and_origin() {
         let out = run_with_timeout(&mut cmd, LIMIT);
         let (_, stderr) = text(&out);
         assert!(!out.status.success());
-        assert!(
-            stderr.contains("unknown key `worker.concurency` (from the environment)"),
-            "{binary}: {stderr}"
-        );
+        assert!(stderr.contains("unknown key `worker.concurency` (from the environment)"), "{binary}: {stderr}");
     }
     let file = tmp.path().join("extra.toml");
     std::fs::write(&file, "[worker]\nreceive_batch = 50\n").unwrap();
-    let out = run_with_timeout(
-        docfleet(tmp.path(), "docfleet")
-            .arg("--config")
-            .arg(&file)
-            .args(["config", "show"]),
-        LIMIT,
-    );
+    let out =
+        run_with_timeout(docfleet(tmp.path(), "docfleet").arg("--config").arg(&file).args(["config", "show"]), LIMIT);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("`worker.receive_batch`") && stderr.contains("extra.toml"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("`worker.receive_batch`") && stderr.contains("extra.toml"), "{stderr}");
 
-    let out = run_with_timeout(
-        docfleet(tmp.path(), "docfleet").args(["--profile", "nope", "config", "show"]),
-        LIMIT,
-    );
+    let out = run_with_timeout(docfleet(tmp.path(), "docfleet").args(["--profile", "nope", "config", "show"]), LIMIT);
     assert!(text(&out).1.contains("unknown profile `nope`"));
 }

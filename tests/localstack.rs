@@ -13,16 +13,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("f");
     std::fs::write(&p, bytes).unwrap();
-    let out = std::process::Command::new("sha256sum")
-        .arg(&p)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
+    let out = std::process::Command::new("sha256sum").arg(&p).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,20 +26,12 @@ async fn enqueue_worker_results_end_to_end() {
     let files = sample_documents(&docs, 4);
     let n = files.len();
 
-    let stdout = ok(run_with_timeout(
-        fx.command("docfleet").arg("enqueue").arg(&docs),
-        LIMIT,
-    ));
+    let stdout = ok(run_with_timeout(fx.command("docfleet").arg("enqueue").arg(&docs), LIMIT));
     assert!(
-        stdout.contains(&format!("uploaded {n} documents"))
-            && stdout.contains(&format!("enqueued {n} jobs, 0 failed")),
+        stdout.contains(&format!("uploaded {n} documents")) && stdout.contains(&format!("enqueued {n} jobs, 0 failed")),
         "{stdout}"
     );
-    assert_eq!(
-        fx.depth(&fx.queue_url).await.0,
-        n as u64,
-        "every job is on SQS"
-    );
+    assert_eq!(fx.depth(&fx.queue_url).await.0, n as u64, "every job is on SQS");
 
     // Two workers share the queue, as a scaled deployment would.
     let mut a = fx.command("docfleet-worker");
@@ -63,42 +47,21 @@ async fn enqueue_worker_results_end_to_end() {
     assert_eq!(keys.len(), n, "one result per document: {keys:?}");
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy();
-        let key = format!(
-            "results/inspect/{}/documents/batch/{name}.json",
-            fx.input_bucket
-        );
+        let key = format!("results/inspect/{}/documents/batch/{name}.json", fx.input_bucket);
         assert!(keys.contains(&key), "missing {key}");
         let result = fx.output_json(&key).await;
-        assert_eq!(
-            result["output"]["sha256"],
-            sha256_hex(&std::fs::read(file).unwrap()),
-            "{name}"
-        );
+        assert_eq!(result["output"]["sha256"], sha256_hex(&std::fs::read(file).unwrap()), "{name}");
         assert_eq!(result["input"]["key"], format!("documents/batch/{name}"));
     }
     assert_eq!(fx.depth(&fx.queue_url).await, (0, 0, 0), "queue drained");
     assert_eq!(fx.depth(&fx.dlq_url).await.0, 0);
 
-    let status: Value = serde_json::from_str(&ok(run_with_timeout(
-        fx.command("docfleet").args(["status", "--json"]),
-        LIMIT,
-    )))
-    .unwrap();
+    let status: Value =
+        serde_json::from_str(&ok(run_with_timeout(fx.command("docfleet").args(["status", "--json"]), LIMIT))).unwrap();
     assert_eq!(status["results"], n, "{status}");
     let out_dir = tmp.path().join("downloaded");
-    let stdout = ok(run_with_timeout(
-        fx.command("docfleet")
-            .arg("results")
-            .arg("--out")
-            .arg(&out_dir),
-        LIMIT,
-    ));
-    assert!(
-        stdout.contains(&format!(
-            "downloaded {n} result objects and 0 error records"
-        )),
-        "{stdout}"
-    );
+    let stdout = ok(run_with_timeout(fx.command("docfleet").arg("results").arg("--out").arg(&out_dir), LIMIT));
+    assert!(stdout.contains(&format!("downloaded {n} result objects and 0 error records")), "{stdout}");
 }
 
 /// An S3 event record as S3 writes it (keys URL-encoded, `+` for spaces).
@@ -116,8 +79,8 @@ fn s3_event(bucket: &str, encoded_key: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_event_notifications_direct_and_via_sns_become_jobs() {
     use aws_sdk_s3::types::{
-        Event, FilterRule, FilterRuleName, NotificationConfiguration,
-        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+        Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+        QueueConfiguration, S3KeyFilter,
     };
     let fx = Fixture::new("s3events", 3, 30).await;
     let receipt = std::fs::read(docfleet_tests::repo_root().join("samples/receipt.webp")).unwrap();
@@ -150,10 +113,7 @@ async fn s3_event_notifications_direct_and_via_sns_become_jobs() {
                                 .key(
                                     S3KeyFilter::builder()
                                         .filter_rules(
-                                            FilterRule::builder()
-                                                .name(FilterRuleName::Prefix)
-                                                .value("direct/")
-                                                .build(),
+                                            FilterRule::builder().name(FilterRuleName::Prefix).value("direct/").build(),
                                         )
                                         .build(),
                                 )
@@ -183,73 +143,42 @@ async fn s3_event_notifications_direct_and_via_sns_become_jobs() {
     fx.send_raw(&[&envelope.to_string()]).await;
 
     let stderr = fx.drain_with_worker();
-    assert!(
-        stderr.contains("s3:TestEvent received"),
-        "the test event is recognised:\n{stderr}"
-    );
+    assert!(stderr.contains("s3:TestEvent received"), "the test event is recognised:\n{stderr}");
     let keys: BTreeSet<String> = fx.output_keys("results/").await.into_iter().collect();
     let expected: BTreeSet<String> = ["direct/scan one.webp", "sns/via sns.webp"]
         .iter()
         .map(|k| format!("results/inspect/{}/{k}.json", fx.input_bucket))
         .collect();
     assert_eq!(keys, expected);
-    let direct = fx
-        .output_json(&format!(
-            "results/inspect/{}/direct/scan one.webp.json",
-            fx.input_bucket
-        ))
-        .await;
+    let direct = fx.output_json(&format!("results/inspect/{}/direct/scan one.webp.json", fx.input_bucket)).await;
     assert_eq!(direct["source"]["type"], "s3_event");
     assert_eq!(direct["source"]["via_sns"], false);
-    let via_sns = fx
-        .output_json(&format!(
-            "results/inspect/{}/sns/via sns.webp.json",
-            fx.input_bucket
-        ))
-        .await;
+    let via_sns = fx.output_json(&format!("results/inspect/{}/sns/via sns.webp.json", fx.input_bucket)).await;
     assert_eq!(via_sns["source"]["type"], "s3_event");
     assert_eq!(via_sns["source"]["via_sns"], true);
     assert_eq!(via_sns["output"]["format"], "webp");
-    assert_eq!(
-        fx.depth(&fx.queue_url).await,
-        (0, 0, 0),
-        "test event deleted, jobs done"
-    );
+    assert_eq!(fx.depth(&fx.queue_url).await, (0, 0, 0), "test event deleted, jobs done");
     assert_eq!(fx.depth(&fx.dlq_url).await.0, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_failing_messages_get_error_records_and_the_dlq() {
     let fx = Fixture::new("poison", 3, 30).await;
-    let missing = json!({"version": 1, "job_id": "missing-object", "input": format!("s3://{}/nope.png", fx.input_bucket)});
+    let missing =
+        json!({"version": 1, "job_id": "missing-object", "input": format!("s3://{}/nope.png", fx.input_bucket)});
     let unknown = json!({"version": 1, "job_id": "bad-pipeline", "input": format!("s3://{}/x.png", fx.input_bucket), "pipeline": "teleport"});
-    let foreign =
-        json!({"version": 1, "job_id": "foreign", "input": "s3://someone-elses-bucket/x.png"});
-    fx.send_raw(&[
-        "this is not json {",
-        &missing.to_string(),
-        &unknown.to_string(),
-        &foreign.to_string(),
-    ])
-    .await;
+    let foreign = json!({"version": 1, "job_id": "foreign", "input": "s3://someone-elses-bucket/x.png"});
+    fx.send_raw(&["this is not json {", &missing.to_string(), &unknown.to_string(), &foreign.to_string()]).await;
 
     fx.drain_with_worker();
 
     let errors = fx.output_keys("errors/").await;
     assert_eq!(errors.len(), 4, "{errors:?}");
-    let message_errors: Vec<&String> = errors
-        .iter()
-        .filter(|k| k.starts_with("errors/messages/"))
-        .collect();
+    let message_errors: Vec<&String> = errors.iter().filter(|k| k.starts_with("errors/messages/")).collect();
     assert_eq!(message_errors.len(), 1, "{errors:?}");
     let record = fx.output_json(message_errors[0]).await;
     assert_eq!(record["error"]["kind"], "invalid_message");
-    assert!(
-        record["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not JSON")
-    );
+    assert!(record["error"]["message"].as_str().unwrap().contains("not JSON"));
     assert_eq!(record["body"], "this is not json {");
     assert!(!record["message_id"].as_str().unwrap().is_empty());
 
@@ -267,56 +196,24 @@ async fn malformed_and_failing_messages_get_error_records_and_the_dlq() {
             panic!("no error record for {id}")
         }
     };
-    assert!(
-        by_job("missing-object").await["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("object not found")
-    );
-    assert!(
-        by_job("bad-pipeline").await["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown pipeline `teleport`")
-    );
-    assert!(
-        by_job("foreign").await["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not on the allow-list")
-    );
+    assert!(by_job("missing-object").await["error"]["message"].as_str().unwrap().contains("object not found"));
+    assert!(by_job("bad-pipeline").await["error"]["message"].as_str().unwrap().contains("unknown pipeline `teleport`"));
+    assert!(by_job("foreign").await["error"]["message"].as_str().unwrap().contains("not on the allow-list"));
 
-    assert_eq!(
-        fx.depth(&fx.queue_url).await,
-        (0, 0, 0),
-        "nothing loops on the job queue"
-    );
-    assert_eq!(
-        fx.depth(&fx.dlq_url).await.0,
-        4,
-        "every poison message is in the DLQ"
-    );
+    assert_eq!(fx.depth(&fx.queue_url).await, (0, 0, 0), "nothing loops on the job queue");
+    assert_eq!(fx.depth(&fx.dlq_url).await.0, 4, "every poison message is in the DLQ");
     assert!(fx.output_keys("results/").await.is_empty());
 
     // After "fixing the cause", redrive moves them back to the job queue.
-    let stdout = ok(run_with_timeout(
-        fx.command("docfleet").args(["dlq", "redrive"]),
-        LIMIT,
-    ));
-    assert!(
-        stdout.contains("moved") || stdout.contains("move task"),
-        "{stdout}"
-    );
+    let stdout = ok(run_with_timeout(fx.command("docfleet").args(["dlq", "redrive"]), LIMIT));
+    assert!(stdout.contains("moved") || stdout.contains("move task"), "{stdout}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (visible, _, _) = fx.depth(&fx.queue_url).await;
         if visible == 4 && fx.depth(&fx.dlq_url).await.0 == 0 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redrive did not complete: {stdout}"
-        );
+        assert!(std::time::Instant::now() < deadline, "redrive did not complete: {stdout}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -326,35 +223,23 @@ async fn redelivered_job_still_produces_exactly_one_result() {
     let fx = Fixture::new("redeliver", 5, 30).await;
     let doc = std::fs::read(docfleet_tests::repo_root().join("samples/invoice.png")).unwrap();
     fx.put_input("docs/invoice.png", doc).await;
-    let job = json!({"version": 1, "job_id": "once", "input": {"bucket": fx.input_bucket, "key": "docs/invoice.png"}}).to_string();
+    let job = json!({"version": 1, "job_id": "once", "input": {"bucket": fx.input_bucket, "key": "docs/invoice.png"}})
+        .to_string();
     fx.send_raw(&[&job]).await;
 
     // A consumer receives the message and dies without deleting it: SQS redelivers it.
-    let got = fx
-        .sqs
-        .receive_message()
-        .queue_url(&fx.queue_url)
-        .visibility_timeout(1)
-        .send()
-        .await
-        .unwrap();
+    let got = fx.sqs.receive_message().queue_url(&fx.queue_url).visibility_timeout(1).send().await.unwrap();
     assert_eq!(got.messages.unwrap_or_default().len(), 1);
     // And the producer retried its send: the same job arrives twice more.
     fx.send_raw(&[&job, &job]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let stderr = fx.drain_with_worker();
-    assert!(
-        stderr.contains("\"jobs_succeeded\":3"),
-        "all three deliveries were processed:\n{stderr}"
-    );
+    assert!(stderr.contains("\"jobs_succeeded\":3"), "all three deliveries were processed:\n{stderr}");
     let keys = fx.output_keys("").await;
     assert_eq!(
         keys,
-        vec![format!(
-            "results/inspect/{}/docs/invoice.png.json",
-            fx.input_bucket
-        )],
+        vec![format!("results/inspect/{}/docs/invoice.png.json", fx.input_bucket)],
         "exactly one result object"
     );
     let result = fx.output_json(&keys[0]).await;

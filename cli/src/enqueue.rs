@@ -93,17 +93,12 @@ pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyho
     let mut remote = Vec::new();
     for input in &args.inputs {
         if input.starts_with("s3://") {
-            let prefix = ObjectRef::parse_url(input)
-                .or_else(|_| ObjectRef::parse_url(&format!("{input}/")))?;
+            let prefix = ObjectRef::parse_url(input).or_else(|_| ObjectRef::parse_url(&format!("{input}/")))?;
             let listed = backends.store.list(&prefix.bucket, &prefix.key).await?;
             if listed.is_empty() {
                 bail!("no objects under {input}");
             }
-            remote.extend(
-                listed
-                    .into_iter()
-                    .map(|o| ObjectRef::new(prefix.bucket.clone(), o.key)),
-            );
+            remote.extend(listed.into_iter().map(|o| ObjectRef::new(prefix.bucket.clone(), o.key)));
         } else {
             collect_local(Path::new(input), &settings.store.input_prefix, &mut local)?;
         }
@@ -122,18 +117,10 @@ pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyho
             let bucket = bucket.clone();
             let bar = bar.clone();
             async move {
-                let bytes = tokio::fs::read(&doc.path)
-                    .await
-                    .with_context(|| format!("reading {}", doc.path.display()))?;
+                let bytes =
+                    tokio::fs::read(&doc.path).await.with_context(|| format!("reading {}", doc.path.display()))?;
                 let len = bytes.len() as u64;
-                store
-                    .put(
-                        &bucket,
-                        &doc.key,
-                        Bytes::from(bytes),
-                        "application/octet-stream",
-                    )
-                    .await?;
+                store.put(&bucket, &doc.key, Bytes::from(bytes), "application/octet-stream").await?;
                 bar.inc(1);
                 anyhow::Ok((doc, len))
             }
@@ -153,11 +140,7 @@ pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyho
         }
     }
     for object in remote {
-        report.jobs.push(Enqueued {
-            source: object.url(),
-            object,
-            job_id: uuid::Uuid::new_v4().to_string(),
-        });
+        report.jobs.push(Enqueued { source: object.url(), object, job_id: uuid::Uuid::new_v4().to_string() });
     }
     report.jobs.sort_by(|a, b| a.source.cmp(&b.source));
 
@@ -187,27 +170,15 @@ pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyho
 /// Files under `path` with their upload keys: `<prefix>/<dir name>/<relative path>` for a
 /// directory, `<prefix>/<file name>` for a file. Hidden files and directories are skipped.
 fn collect_local(path: &Path, prefix: &str, out: &mut Vec<LocalDoc>) -> anyhow::Result<()> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))?;
     let prefix = prefix.trim_end_matches('/');
     let key_of = |rel: &Path| {
-        let rel = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
-        if prefix.is_empty() {
-            rel
-        } else {
-            format!("{prefix}/{rel}")
-        }
+        let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        if prefix.is_empty() { rel } else { format!("{prefix}/{rel}") }
     };
     if meta.is_file() {
         let name = path.file_name().context("file without a name")?;
-        out.push(LocalDoc {
-            path: path.to_owned(),
-            key: key_of(Path::new(name)),
-        });
+        out.push(LocalDoc { path: path.to_owned(), key: key_of(Path::new(name)) });
         return Ok(());
     }
     let canonical = path.canonicalize()?;
@@ -215,9 +186,7 @@ fn collect_local(path: &Path, prefix: &str, out: &mut Vec<LocalDoc>) -> anyhow::
     let mut stack = vec![path.to_owned()];
     let mut found = Vec::new();
     while let Some(dir) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
@@ -226,15 +195,8 @@ fn collect_local(path: &Path, prefix: &str, out: &mut Vec<LocalDoc>) -> anyhow::
             if ft.is_dir() {
                 stack.push(entry.path());
             } else if ft.is_file() {
-                let rel = entry
-                    .path()
-                    .strip_prefix(path)
-                    .expect("under root")
-                    .to_owned();
-                found.push(LocalDoc {
-                    path: entry.path(),
-                    key: key_of(&root_name.join(rel)),
-                });
+                let rel = entry.path().strip_prefix(path).expect("under root").to_owned();
+                found.push(LocalDoc { path: entry.path(), key: key_of(&root_name.join(rel)) });
             }
         }
     }

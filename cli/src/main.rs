@@ -74,17 +74,12 @@ enum ConfigCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let loaded = load(&LoadOptions {
-        profile: cli.profile.clone(),
-        config_file: cli.config.clone(),
-    })?;
+    let loaded = load(&LoadOptions { profile: cli.profile.clone(), config_file: cli.config.clone() })?;
     let mut log = loaded.settings.log.clone();
     log.level = ["warn", "info", "debug"][cli.verbose.min(2) as usize].to_owned();
     telemetry::init(&log);
     match cli.command {
-        Command::Config {
-            command: ConfigCommand::Show,
-        } => {
+        Command::Config { command: ConfigCommand::Show } => {
             print!("{}", loaded.to_toml());
             Ok(())
         }
@@ -97,29 +92,15 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status(args) => {
-            status::run(&loaded.settings, &connect(&loaded).await?, &args).await
-        }
-        Command::Results(args) => {
-            results::run(&loaded.settings, &connect(&loaded).await?, &args).await
-        }
-        Command::Dlq {
-            command: DlqCommand::Redrive,
-        } => {
+        Command::Status(args) => status::run(&loaded.settings, &connect(&loaded).await?, &args).await,
+        Command::Results(args) => results::run(&loaded.settings, &connect(&loaded).await?, &args).await,
+        Command::Dlq { command: DlqCommand::Redrive } => {
             let backends = connect(&loaded).await?;
             match backends.dlq.redrive_to(backends.queue.as_ref()).await? {
                 docfleet_core::queue::RedriveReport::Moved(n) => {
-                    println!(
-                        "moved {n} messages from {} to {}",
-                        backends.dlq.name(),
-                        backends.queue.name()
-                    )
+                    println!("moved {n} messages from {} to {}", backends.dlq.name(), backends.queue.name())
                 }
-                docfleet_core::queue::RedriveReport::MoveTask {
-                    task_handle,
-                    moved,
-                    status,
-                } => println!(
+                docfleet_core::queue::RedriveReport::MoveTask { task_handle, moved, status } => println!(
                     "moved {moved} messages from {} to {} with an SQS message move task ({status}, task {task_handle})",
                     backends.dlq.name(),
                     backends.queue.name()
@@ -132,10 +113,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn connect(loaded: &Loaded) -> anyhow::Result<Backends> {
-    Backends::connect(&loaded.settings).await.with_context(|| {
-        format!(
-            "connecting to the queue and store of profile `{}`",
-            loaded.profile
-        )
-    })
+    Backends::connect(&loaded.settings)
+        .await
+        .with_context(|| format!("connecting to the queue and store of profile `{}`", loaded.profile))
 }

@@ -18,8 +18,7 @@ pub fn write_under(dir: &Path, key: &str, body: &[u8]) -> anyhow::Result<PathBuf
     validate_key(key)?;
     let path = dir.join(key);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
@@ -28,13 +27,7 @@ pub fn write_under(dir: &Path, key: &str, body: &[u8]) -> anyhow::Result<PathBuf
 pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyhow::Result<()> {
     let bucket = &settings.store.output_bucket;
     let mut counts = [0u64; 2];
-    for (i, prefix) in [
-        &settings.store.results_prefix,
-        &settings.store.errors_prefix,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, prefix) in [&settings.store.results_prefix, &settings.store.errors_prefix].into_iter().enumerate() {
         for obj in backends.store.list(bucket, prefix).await? {
             let body = backends.store.get(bucket, &obj.key, u64::MAX).await?;
             write_under(&args.out, &obj.key, &body)?;

@@ -40,10 +40,7 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let settings = loaded.settings;
     let backends = docfleet_core::Backends::connect(&settings).await?;
-    let pipeline = args
-        .pipeline
-        .clone()
-        .unwrap_or_else(|| settings.worker.default_pipeline.clone());
+    let pipeline = args.pipeline.clone().unwrap_or_else(|| settings.worker.default_pipeline.clone());
     let pipelines = Pipelines::builtin(&settings);
     pipelines.get(&pipeline)?;
 
@@ -61,11 +58,9 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
     docfleet_worker::shutdown::install(shutdown.clone());
     let bar = indicatif::ProgressBar::new(report.jobs.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_message(pipeline.clone());
     let ticker = {
@@ -89,35 +84,21 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
     let (mut ok, mut failed, mut missing) = (0u64, 0u64, 0u64);
     for job in &report.jobs {
         let o = &job.object;
-        let rel = o
-            .key
-            .strip_prefix(&format!("{}/", store.input_prefix.trim_end_matches('/')))
-            .unwrap_or(&o.key);
+        let rel = o.key.strip_prefix(&format!("{}/", store.input_prefix.trim_end_matches('/'))).unwrap_or(&o.key);
         let result_key = result_key_for(&store.results_prefix, &pipeline, &o.bucket, &o.key);
         let error_key = error_key_for(&store.errors_prefix, &pipeline, &o.bucket, &o.key);
-        let (status, detail) = match backends
-            .store
-            .get(&store.output_bucket, &result_key, u64::MAX)
-            .await
-        {
+        let (status, detail) = match backends.store.get(&store.output_bucket, &result_key, u64::MAX).await {
             Ok(body) => {
                 write_under(&args.out, &format!("{rel}.{pipeline}.json"), &body)?;
                 ok += 1;
                 ("ok", describe(&serde_json::from_slice(&body)?))
             }
-            Err(Error::NotFound { .. }) => match backends
-                .store
-                .get(&store.output_bucket, &error_key, u64::MAX)
-                .await
-            {
+            Err(Error::NotFound { .. }) => match backends.store.get(&store.output_bucket, &error_key, u64::MAX).await {
                 Ok(body) => {
                     write_under(&args.out, &format!("{rel}.error.json"), &body)?;
                     failed += 1;
                     let v: Value = serde_json::from_slice(&body)?;
-                    (
-                        "error",
-                        v["error"]["message"].as_str().unwrap_or("").to_owned(),
-                    )
+                    ("error", v["error"]["message"].as_str().unwrap_or("").to_owned())
                 }
                 Err(Error::NotFound { .. }) => {
                     missing += 1;
@@ -134,14 +115,7 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let mut totals = Table::new();
-    totals.set_header(vec![
-        "documents",
-        "results",
-        "errors",
-        "missing",
-        "time",
-        "docs/s",
-    ]);
+    totals.set_header(vec!["documents", "results", "errors", "missing", "time", "docs/s"]);
     totals.add_row(vec![
         report.jobs.len().to_string(),
         ok.to_string(),
@@ -151,11 +125,7 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
         format!("{:.1}", report.jobs.len() as f64 / secs.max(1e-9)),
     ]);
     println!("{totals}");
-    println!(
-        "results in {} (pipeline `{pipeline}`, {} messages handled)",
-        args.out.display(),
-        summary.messages
-    );
+    println!("results in {} (pipeline `{pipeline}`, {} messages handled)", args.out.display(), summary.messages);
     if shutdown.is_cancelled() {
         bail!("interrupted before the queue was drained");
     }
@@ -170,18 +140,11 @@ fn describe(result: &Value) -> String {
     let out = &result["output"];
     if let (Some(format), Some(pages)) = (out["format"].as_str(), out["page_count"].as_u64()) {
         let first = &out["pages"][0];
-        let size = match (
-            first["width"].as_f64(),
-            first["height"].as_f64(),
-            first["unit"].as_str(),
-        ) {
+        let size = match (first["width"].as_f64(), first["height"].as_f64(), first["unit"].as_str()) {
             (Some(w), Some(h), Some(unit)) => format!(", {w:.0}×{h:.0} {unit}"),
             _ => String::new(),
         };
-        return format!(
-            "{format}, {pages} page{}{size}",
-            if pages == 1 { "" } else { "s" }
-        );
+        return format!("{format}, {pages} page{}{size}", if pages == 1 { "" } else { "s" });
     }
     if let Some(text) = out["text"].as_str() {
         return text.chars().take(60).collect::<String>().replace('\n', " ");

@@ -15,12 +15,8 @@ pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyho
     let (queue, dlq) = tokio::try_join!(backends.queue.depth(), backends.dlq.depth())?;
     let out_bucket = &settings.store.output_bucket;
     let (results, errors) = tokio::try_join!(
-        backends
-            .store
-            .list(out_bucket, &settings.store.results_prefix),
-        backends
-            .store
-            .list(out_bucket, &settings.store.errors_prefix),
+        backends.store.list(out_bucket, &settings.store.results_prefix),
+        backends.store.list(out_bucket, &settings.store.errors_prefix),
     )?;
     let results = results.iter().filter(|o| o.key.ends_with(".json")).count();
     if args.json {
@@ -36,17 +32,9 @@ pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyho
     let mut table = Table::new();
     table.set_header(vec!["", "visible", "in flight", "delayed"]);
     for (name, d) in [(backends.queue.name(), queue), (backends.dlq.name(), dlq)] {
-        table.add_row(vec![
-            name.to_owned(),
-            d.visible.to_string(),
-            d.in_flight.to_string(),
-            d.delayed.to_string(),
-        ]);
+        table.add_row(vec![name.to_owned(), d.visible.to_string(), d.in_flight.to_string(), d.delayed.to_string()]);
     }
     println!("{table}");
-    println!(
-        "results written: {results}   error records: {}   (bucket {out_bucket})",
-        errors.len()
-    );
+    println!("results written: {results}   error records: {}   (bucket {out_bucket})", errors.len());
     Ok(())
 }

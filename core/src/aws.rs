@@ -20,13 +20,7 @@ pub async fn sdk_config(aws: &AwsSettings) -> SdkConfig {
     }
     if let (Some(id), Some(secret)) = (&aws.access_key_id, &aws.secret_access_key) {
         let token = aws.session_token.as_ref().map(|t| t.expose().to_owned());
-        loader = loader.credentials_provider(Credentials::new(
-            id,
-            secret.expose(),
-            token,
-            None,
-            "docfleet-config",
-        ));
+        loader = loader.credentials_provider(Credentials::new(id, secret.expose(), token, None, "docfleet-config"));
     }
     loader.load().await
 }
@@ -46,39 +40,23 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 /// Turn an SDK error into a docfleet [`Error::Backend`], classifying it as transient or not.
-pub fn backend_error<E>(
-    service: &'static str,
-    operation: &'static str,
-    err: SdkError<E, Response>,
-) -> Error
+pub fn backend_error<E>(service: &'static str, operation: &'static str, err: SdkError<E, Response>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(ctx) => {
             ctx.raw().status().is_server_error()
                 || ctx.raw().status().as_u16() == 429
-                || ctx
-                    .err()
-                    .code()
-                    .is_some_and(|c| TRANSIENT_CODES.contains(&c))
+                || ctx.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
         }
         _ => false,
     };
-    Error::Backend {
-        service,
-        operation,
-        message: DisplayErrorContext(&err).to_string(),
-        transient,
-    }
+    Error::Backend { service, operation, message: DisplayErrorContext(&err).to_string(), transient }
 }
 
 /// The error code of an SDK service error, if any.
 pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<String> {
-    err.as_service_error()
-        .and_then(|e| e.code())
-        .map(str::to_owned)
+    err.as_service_error().and_then(|e| e.code()).map(str::to_owned)
 }

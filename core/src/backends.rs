@@ -20,13 +20,8 @@ impl Backends {
     /// Connect to what `settings` names. SQS queue URLs are resolved here, so a missing queue
     /// fails at start-up rather than at the first receive.
     pub async fn connect(settings: &Settings) -> Result<Self> {
-        let needs_aws = settings.queue.backend == QueueBackend::Sqs
-            || settings.store.backend == StoreBackend::S3;
-        let sdk = if needs_aws {
-            Some(crate::aws::sdk_config(&settings.aws).await)
-        } else {
-            None
-        };
+        let needs_aws = settings.queue.backend == QueueBackend::Sqs || settings.store.backend == StoreBackend::S3;
+        let sdk = if needs_aws { Some(crate::aws::sdk_config(&settings.aws).await) } else { None };
 
         let (queue, dlq): (Arc<dyn Queue>, Arc<dyn Queue>) = match settings.queue.backend {
             QueueBackend::Sqs => {
@@ -38,10 +33,7 @@ impl Backends {
             }
             QueueBackend::Local => {
                 let q = &settings.queue;
-                let dead_letter = DeadLetter {
-                    queue: q.dlq_name.clone(),
-                    max_receive_count: q.max_receive_count,
-                };
+                let dead_letter = DeadLetter { queue: q.dlq_name.clone(), max_receive_count: q.max_receive_count };
                 let queue = LocalQueue::open(&q.local_path, &q.name, Some(dead_letter))?;
                 let dlq = queue.sibling(&q.dlq_name, None);
                 (Arc::new(queue), Arc::new(dlq))

@@ -50,10 +50,7 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Auto,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Auto, level: "info".into() }
     }
 }
 
@@ -270,11 +267,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_input_bytes: 64 * 1024 * 1024,
-            max_pixels: 64_000_000,
-            max_pages: 500,
-        }
+        Self { max_input_bytes: 64 * 1024 * 1024, max_pixels: 64_000_000, max_pages: 500 }
     }
 }
 
@@ -300,77 +293,43 @@ impl Loaded {
     /// The effective configuration as TOML, secrets redacted, with a header naming the profile.
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(&self.settings).unwrap_or_else(|e| format!("# {e}\n"));
-        format!(
-            "# docfleet effective configuration (profile: {})\n{body}",
-            self.profile
-        )
+        format!("# docfleet effective configuration (profile: {})\n{body}", self.profile)
     }
 }
 
 /// Resolve the profile name from the flag or `DOCFLEET_PROFILE`.
 pub fn profile_name(flag: Option<&str>) -> String {
     flag.map(str::to_owned)
-        .or_else(|| {
-            std::env::var("DOCFLEET_PROFILE")
-                .ok()
-                .filter(|p| !p.is_empty())
-        })
+        .or_else(|| std::env::var("DOCFLEET_PROFILE").ok().filter(|p| !p.is_empty()))
         .unwrap_or_else(|| DEFAULT_PROFILE.to_owned())
 }
 
 /// Load and validate the configuration.
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
-    load_with_env(
-        opts,
-        Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__"),
-    )
+    load_with_env(opts, Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))
 }
 
 /// [`load`] with an explicit environment source (tests pass a fixed map).
 pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
     let profile = profile_name(opts.profile.as_deref());
-    let profile_text = PROFILES
-        .iter()
-        .find(|(name, _)| *name == profile)
-        .map(|(_, text)| *text)
-        .ok_or_else(|| {
-            let known: Vec<&str> = PROFILES.iter().map(|(n, _)| *n).collect();
-            Error::Config(format!(
-                "unknown profile `{profile}` (known: {})",
-                known.join(", ")
-            ))
-        })?;
+    let profile_text = PROFILES.iter().find(|(name, _)| *name == profile).map(|(_, text)| *text).ok_or_else(|| {
+        let known: Vec<&str> = PROFILES.iter().map(|(n, _)| *n).collect();
+        Error::Config(format!("unknown profile `{profile}` (known: {})", known.join(", ")))
+    })?;
     let defaults = toml::to_string(&Settings::default()).expect("defaults serialize");
 
     let mut builder = Config::builder()
-        .add_source(Labeled::new(
-            "built-in defaults",
-            File::from_str(&defaults, FileFormat::Toml),
-        ))
-        .add_source(Labeled::new(
-            format!("profiles/{profile}.toml"),
-            File::from_str(profile_text, FileFormat::Toml),
-        ));
+        .add_source(Labeled::new("built-in defaults", File::from_str(&defaults, FileFormat::Toml)))
+        .add_source(Labeled::new(format!("profiles/{profile}.toml"), File::from_str(profile_text, FileFormat::Toml)));
     if let Some(path) = &opts.config_file {
         if !path.is_file() {
-            return Err(Error::Config(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
+            return Err(Error::Config(format!("config file {} does not exist", path.display())));
         }
-        builder = builder.add_source(Labeled::new(
-            path.display().to_string(),
-            File::from(path.as_path()).format(FileFormat::Toml),
-        ));
+        builder = builder
+            .add_source(Labeled::new(path.display().to_string(), File::from(path.as_path()).format(FileFormat::Toml)));
     }
     let cfg = builder
-        .add_source(
-            env.try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("store.allowed_input_buckets"),
-        )
+        .add_source(env.try_parsing(true).list_separator(",").with_list_parse_key("store.allowed_input_buckets"))
         .build()
         .map_err(|e| Error::Config(e.to_string()))?;
 
@@ -385,15 +344,9 @@ pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
             )));
         }
     }
-    let settings: Settings = cfg
-        .try_deserialize()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let settings: Settings = cfg.try_deserialize().map_err(|e| Error::Config(e.to_string()))?;
     validate(&settings, &origins)?;
-    Ok(Loaded {
-        profile,
-        settings,
-        origins,
-    })
+    Ok(Loaded { profile, settings, origins })
 }
 
 /// Every leaf key of the schema, as `section.key`.
@@ -417,29 +370,17 @@ fn known_keys() -> Vec<String> {
 
 fn suggestions(known: &[String], key: &str) -> String {
     let section = key.split('.').next().unwrap_or_default();
-    let same: Vec<&str> = known
-        .iter()
-        .filter(|k| k.split('.').next() == Some(section))
-        .map(String::as_str)
-        .collect();
+    let same: Vec<&str> = known.iter().filter(|k| k.split('.').next() == Some(section)).map(String::as_str).collect();
     if same.is_empty() {
-        let sections: std::collections::BTreeSet<&str> =
-            known.iter().filter_map(|k| k.split('.').next()).collect();
-        format!(
-            "no such section; sections are {}",
-            sections.into_iter().collect::<Vec<_>>().join(", ")
-        )
+        let sections: std::collections::BTreeSet<&str> = known.iter().filter_map(|k| k.split('.').next()).collect();
+        format!("no such section; sections are {}", sections.into_iter().collect::<Vec<_>>().join(", "))
     } else {
         same.join(", ")
     }
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
-    }
+    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
 }
 
 fn collect_origins(prefix: &str, value: &Value, out: &mut BTreeMap<String, String>) {
@@ -450,10 +391,7 @@ fn collect_origins(prefix: &str, value: &Value, out: &mut BTreeMap<String, Strin
             }
         }
         _ if !prefix.is_empty() => {
-            out.insert(
-                prefix.to_owned(),
-                value.origin().unwrap_or("unknown source").to_owned(),
-            );
+            out.insert(prefix.to_owned(), value.origin().unwrap_or("unknown source").to_owned());
         }
         _ => {}
     }
@@ -461,39 +399,22 @@ fn collect_origins(prefix: &str, value: &Value, out: &mut BTreeMap<String, Strin
 
 fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     let fail = |key: &str, why: String| {
-        let origin = origins
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or("built-in defaults");
-        Err(Error::Config(format!(
-            "invalid value for `{key}` (from {origin}): {why}"
-        )))
+        let origin = origins.get(key).map(String::as_str).unwrap_or("built-in defaults");
+        Err(Error::Config(format!("invalid value for `{key}` (from {origin}): {why}")))
     };
     if s.worker.concurrency == 0 || s.worker.concurrency > 1024 {
-        return fail(
-            "worker.concurrency",
-            format!("must be 1–1024, got {}", s.worker.concurrency),
-        );
+        return fail("worker.concurrency", format!("must be 1–1024, got {}", s.worker.concurrency));
     }
     if !(1..=10).contains(&s.worker.receive_batch) {
-        return fail(
-            "worker.receive_batch",
-            format!("must be 1–10, got {}", s.worker.receive_batch),
-        );
+        return fail("worker.receive_batch", format!("must be 1–10, got {}", s.worker.receive_batch));
     }
     if s.worker.receive_wait_seconds > 20 {
-        return fail(
-            "worker.receive_wait_seconds",
-            format!("must be 0–20, got {}", s.worker.receive_wait_seconds),
-        );
+        return fail("worker.receive_wait_seconds", format!("must be 0–20, got {}", s.worker.receive_wait_seconds));
     }
     if s.worker.visibility_timeout_seconds == 0 || s.worker.visibility_timeout_seconds > 43_200 {
         return fail(
             "worker.visibility_timeout_seconds",
-            format!(
-                "must be 1–43200, got {}",
-                s.worker.visibility_timeout_seconds
-            ),
+            format!("must be 1–43200, got {}", s.worker.visibility_timeout_seconds),
         );
     }
     if s.worker.default_pipeline.trim().is_empty() {
@@ -502,10 +423,9 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     if s.queue.max_receive_count == 0 {
         return fail("queue.max_receive_count", "must be at least 1".into());
     }
-    for (key, bucket) in [
-        ("store.input_bucket", &s.store.input_bucket),
-        ("store.output_bucket", &s.store.output_bucket),
-    ] {
+    for (key, bucket) in
+        [("store.input_bucket", &s.store.input_bucket), ("store.output_bucket", &s.store.output_bucket)]
+    {
         if let Err(e) = crate::keys::validate_bucket(bucket) {
             return fail(key, e.to_string());
         }
@@ -520,20 +440,14 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     if s.store.multipart_part_bytes < 5 * 1024 * 1024 {
-        return fail(
-            "store.multipart_part_bytes",
-            "must be at least 5 MiB (S3's minimum part size)".into(),
-        );
+        return fail("store.multipart_part_bytes", "must be at least 5 MiB (S3's minimum part size)".into());
     }
     if s.limits.max_input_bytes == 0 || s.limits.max_pixels == 0 || s.limits.max_pages == 0 {
         return fail("limits", "limits must be greater than zero".into());
     }
     if let Some(url) = &s.aws.endpoint_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return fail(
-                "aws.endpoint_url",
-                format!("must start with http:// or https://, got `{url}`"),
-            );
+            return fail("aws.endpoint_url", format!("must start with http:// or https://, got `{url}`"));
         }
     }
     Ok(())
@@ -548,10 +462,7 @@ struct Labeled<S> {
 
 impl<S> Labeled<S> {
     fn new(label: impl Into<String>, inner: S) -> Self {
-        Self {
-            label: label.into(),
-            inner,
-        }
+        Self { label: label.into(), inner }
     }
 }
 
@@ -563,32 +474,19 @@ impl<S: Source + Clone + Send + Sync + 'static> Source for Labeled<S> {
     fn collect(&self) -> std::result::Result<Map<String, Value>, config::ConfigError> {
         fn relabel(label: &String, v: Value) -> Value {
             let kind = match v.kind {
-                ValueKind::Table(t) => {
-                    ValueKind::Table(t.into_iter().map(|(k, v)| (k, relabel(label, v))).collect())
-                }
-                ValueKind::Array(a) => {
-                    ValueKind::Array(a.into_iter().map(|v| relabel(label, v)).collect())
-                }
+                ValueKind::Table(t) => ValueKind::Table(t.into_iter().map(|(k, v)| (k, relabel(label, v))).collect()),
+                ValueKind::Array(a) => ValueKind::Array(a.into_iter().map(|v| relabel(label, v)).collect()),
                 other => other,
             };
             Value::new(Some(label), kind)
         }
-        Ok(self
-            .inner
-            .collect()?
-            .into_iter()
-            .map(|(k, v)| (k, relabel(&self.label, v)))
-            .collect())
+        Ok(self.inner.collect()?.into_iter().map(|(k, v)| (k, relabel(&self.label, v))).collect())
     }
 }
 
 /// Resolve a possibly relative path against a base directory.
 pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
-    }
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
 }
 
 #[cfg(test)]
@@ -597,37 +495,25 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> Environment {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__")
-            .source(Some(map))
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").source(Some(map))
     }
 
     fn opts(profile: &str) -> LoadOptions {
-        LoadOptions {
-            profile: Some(profile.into()),
-            config_file: None,
-        }
+        LoadOptions { profile: Some(profile.into()), config_file: None }
     }
 
     #[test]
     fn every_shipped_profile_loads() {
         for (name, _) in PROFILES {
-            let loaded =
-                load_with_env(&opts(name), env(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let loaded = load_with_env(&opts(name), env(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(loaded.profile, *name);
         }
     }
 
     #[test]
     fn profiles_select_backends_and_log_format() {
-        let local = load_with_env(&opts("local-dev"), env(&[]))
-            .unwrap()
-            .settings;
+        let local = load_with_env(&opts("local-dev"), env(&[])).unwrap().settings;
         assert_eq!(local.queue.backend, QueueBackend::Local);
         assert_eq!(local.store.backend, StoreBackend::Local);
         let mock = load_with_env(&opts("aws-mock"), env(&[])).unwrap().settings;
@@ -644,119 +530,63 @@ mod tests {
         let file = dir.path().join("extra.toml");
         std::fs::write(&file, "[worker]\nconcurrency = 7\nreceive_batch = 3\n").unwrap();
         let loaded = load_with_env(
-            &LoadOptions {
-                profile: Some("aws-mock".into()),
-                config_file: Some(file.clone()),
-            },
-            env(&[
-                ("DOCFLEET__WORKER__RECEIVE_BATCH", "9"),
-                ("DOCFLEET__STORE__ALLOWED_INPUT_BUCKETS", "a-b,c-d"),
-            ]),
+            &LoadOptions { profile: Some("aws-mock".into()), config_file: Some(file.clone()) },
+            env(&[("DOCFLEET__WORKER__RECEIVE_BATCH", "9"), ("DOCFLEET__STORE__ALLOWED_INPUT_BUCKETS", "a-b,c-d")]),
         )
         .unwrap();
-        assert_eq!(
-            loaded.settings.worker.concurrency, 7,
-            "file beats profile and defaults"
-        );
-        assert_eq!(
-            loaded.settings.worker.receive_batch, 9,
-            "environment beats file"
-        );
-        assert_eq!(
-            loaded.settings.store.allowed_input_buckets,
-            vec!["a-b", "c-d"]
-        );
+        assert_eq!(loaded.settings.worker.concurrency, 7, "file beats profile and defaults");
+        assert_eq!(loaded.settings.worker.receive_batch, 9, "environment beats file");
+        assert_eq!(loaded.settings.store.allowed_input_buckets, vec!["a-b", "c-d"]);
         assert_eq!(loaded.origins["worker.receive_batch"], "the environment");
-        assert_eq!(
-            loaded.origins["worker.concurrency"],
-            file.display().to_string()
-        );
+        assert_eq!(loaded.origins["worker.concurrency"], file.display().to_string());
         assert_eq!(loaded.origins["queue.backend"], "profiles/aws-mock.toml");
         assert_eq!(loaded.origins["limits.max_pages"], "built-in defaults");
     }
 
     #[test]
     fn unknown_key_names_key_and_origin() {
-        let err = load_with_env(
-            &opts("local-dev"),
-            env(&[("DOCFLEET__WORKER__CONCURENCY", "3")]),
-        )
-        .unwrap_err();
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__CONCURENCY", "3")])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`worker.concurency`"), "{msg}");
         assert!(msg.contains("the environment"), "{msg}");
-        assert!(
-            msg.contains("worker.concurrency"),
-            "suggests the real key: {msg}"
-        );
+        assert!(msg.contains("worker.concurrency"), "suggests the real key: {msg}");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "[wroker]\nconcurrency = 2\n").unwrap();
-        let err = load_with_env(
-            &LoadOptions {
-                profile: None,
-                config_file: Some(file.clone()),
-            },
-            env(&[]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load_with_env(&LoadOptions { profile: None, config_file: Some(file.clone()) }, env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains("`wroker.concurrency`")
-                && err.contains("bad.toml")
-                && err.contains("no such section"),
+            err.contains("`wroker.concurrency`") && err.contains("bad.toml") && err.contains("no such section"),
             "{err}"
         );
     }
 
     #[test]
     fn bad_value_names_key_and_origin() {
-        let err = load_with_env(
-            &opts("local-dev"),
-            env(&[("DOCFLEET__WORKER__CONCURRENCY", "lots")]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__CONCURRENCY", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker.concurrency") && err.contains("the environment"), "{err}");
+
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__RECEIVE_BATCH", "11")]))
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains("worker.concurrency") && err.contains("the environment"),
+            err.contains("`worker.receive_batch`") && err.contains("the environment") && err.contains("1–10"),
             "{err}"
         );
 
-        let err = load_with_env(
-            &opts("local-dev"),
-            env(&[("DOCFLEET__WORKER__RECEIVE_BATCH", "11")]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("`worker.receive_batch`")
-                && err.contains("the environment")
-                && err.contains("1–10"),
-            "{err}"
-        );
-
-        let err = load_with_env(
-            &opts("local-dev"),
-            env(&[("DOCFLEET__QUEUE__BACKEND", "kafka")]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("queue.backend") && err.contains("kafka"),
-            "{err}"
-        );
+        let err =
+            load_with_env(&opts("local-dev"), env(&[("DOCFLEET__QUEUE__BACKEND", "kafka")])).unwrap_err().to_string();
+        assert!(err.contains("queue.backend") && err.contains("kafka"), "{err}");
     }
 
     #[test]
     fn unknown_profile_is_an_error() {
-        let err = load_with_env(&opts("prod"), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("unknown profile `prod`") && err.contains("local-dev"),
-            "{err}"
-        );
+        let err = load_with_env(&opts("prod"), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown profile `prod`") && err.contains("local-dev"), "{err}");
     }
 
     #[test]
@@ -769,22 +599,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(
-            loaded
-                .settings
-                .aws
-                .secret_access_key
-                .as_ref()
-                .unwrap()
-                .expose(),
-            "hunter2-very-secret"
-        );
+        assert_eq!(loaded.settings.aws.secret_access_key.as_ref().unwrap().expose(), "hunter2-very-secret");
         let shown = loaded.to_toml();
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(
-            shown.contains("secret_access_key = \"<redacted>\""),
-            "{shown}"
-        );
+        assert!(shown.contains("secret_access_key = \"<redacted>\""), "{shown}");
         assert!(!format!("{:?}", loaded.settings).contains("hunter2"));
     }
 }

@@ -24,20 +24,17 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self {
-        Self {
-            bucket: bucket.into(),
-            key: key.into(),
-        }
+        Self { bucket: bucket.into(), key: key.into() }
     }
 
     /// Parse `s3://bucket/key`.
     pub fn parse_url(url: &str) -> Result<Self> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| {
-            Error::InvalidJob(format!("input `{url}` is not an s3://bucket/key URL"))
-        })?;
-        let (bucket, key) = rest.split_once('/').ok_or_else(|| {
-            Error::InvalidJob(format!("input `{url}` has no key after the bucket"))
-        })?;
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::InvalidJob(format!("input `{url}` is not an s3://bucket/key URL")))?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| Error::InvalidJob(format!("input `{url}` has no key after the bucket")))?;
         Ok(Self::new(bucket, key))
     }
 
@@ -92,10 +89,7 @@ impl JobMessage {
         Self {
             version: JOB_SCHEMA_VERSION,
             job_id: job_id.into(),
-            input: InputSpec::Object {
-                bucket: input.bucket.clone(),
-                key: input.key.clone(),
-            },
+            input: InputSpec::Object { bucket: input.bucket.clone(), key: input.key.clone() },
             pipeline,
             output_prefix: None,
             params: Map::new(),
@@ -114,11 +108,7 @@ pub enum JobSource {
     /// A docfleet job message.
     JobMessage,
     /// An S3 event notification (`via_sns` when wrapped in an SNS envelope).
-    S3Event {
-        event_name: String,
-        via_sns: bool,
-        size: Option<u64>,
-    },
+    S3Event { event_name: String, via_sns: bool, size: Option<u64> },
 }
 
 /// A parsed and validated job.
@@ -145,24 +135,23 @@ pub enum Parsed {
 
 /// Parse a message body. `default_pipeline` applies to S3 events and jobs that name none.
 pub fn parse_message(body: &str, default_pipeline: &str) -> Result<Parsed> {
-    let value: Value = serde_json::from_str(body)
-        .map_err(|e| Error::InvalidMessage(format!("body is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(body).map_err(|e| Error::InvalidMessage(format!("body is not JSON: {e}")))?;
     parse_value(value, default_pipeline, false)
 }
 
 fn parse_value(value: Value, default_pipeline: &str, via_sns: bool) -> Result<Parsed> {
     let Value::Object(obj) = value else {
-        return Err(Error::InvalidMessage(
-            "body is JSON but not an object".into(),
-        ));
+        return Err(Error::InvalidMessage("body is JSON but not an object".into()));
     };
     if obj.get("Type").and_then(Value::as_str) == Some("Notification") {
         if via_sns {
             return Err(Error::InvalidMessage("nested SNS envelopes".into()));
         }
-        let inner = obj.get("Message").and_then(Value::as_str).ok_or_else(|| {
-            Error::InvalidMessage("SNS notification without a string `Message`".into())
-        })?;
+        let inner = obj
+            .get("Message")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::InvalidMessage("SNS notification without a string `Message`".into()))?;
         let inner: Value = serde_json::from_str(inner)
             .map_err(|e| Error::InvalidMessage(format!("SNS `Message` is not JSON: {e}")))?;
         return parse_value(inner, default_pipeline, true);
@@ -179,8 +168,7 @@ fn parse_value(value: Value, default_pipeline: &str, via_sns: bool) -> Result<Pa
         return Ok(Parsed::Jobs(vec![job_from_message(msg, default_pipeline)?]));
     }
     Err(Error::InvalidMessage(
-        "neither a docfleet job (no `version`), an S3 event (no `Records`) nor an SNS notification"
-            .into(),
+        "neither a docfleet job (no `version`), an S3 event (no `Records`) nor an SNS notification".into(),
     ))
 }
 
@@ -192,9 +180,7 @@ fn job_from_message(msg: JobMessage, default_pipeline: &str) -> Result<Job> {
         )));
     }
     if msg.job_id.is_empty() || msg.job_id.len() > 256 || msg.job_id.chars().any(char::is_control) {
-        return Err(Error::InvalidMessage(
-            "job_id must be 1–256 printable characters".into(),
-        ));
+        return Err(Error::InvalidMessage("job_id must be 1–256 printable characters".into()));
     }
     let input = match msg.input {
         InputSpec::Url(url) => ObjectRef::parse_url(&url)?,
@@ -256,35 +242,22 @@ fn parse_s3_records(records: &Value, default_pipeline: &str, via_sns: bool) -> R
             skipped.push(format!("{} {}", record.event_source, record.event_name));
             continue;
         }
-        let entity = record
-            .s3
-            .ok_or_else(|| Error::InvalidMessage("S3 ObjectCreated record without `s3`".into()))?;
+        let entity = record.s3.ok_or_else(|| Error::InvalidMessage("S3 ObjectCreated record without `s3`".into()))?;
         let key = decode_event_key(&entity.object.key)?;
         let input = ObjectRef::new(entity.bucket.name, key);
         input.validate()?;
-        let version = entity
-            .object
-            .sequencer
-            .or(entity.object.e_tag)
-            .unwrap_or_default();
+        let version = entity.object.sequencer.or(entity.object.e_tag).unwrap_or_default();
         jobs.push(Job {
             job_id: format!("s3-event:{}:{}", input.url(), version),
             input,
             pipeline: default_pipeline.to_owned(),
             output_prefix: None,
             params: Map::new(),
-            source: JobSource::S3Event {
-                event_name: record.event_name,
-                via_sns,
-                size: entity.object.size,
-            },
+            source: JobSource::S3Event { event_name: record.event_name, via_sns, size: entity.object.size },
         });
     }
     if jobs.is_empty() {
-        return Ok(Parsed::Ignored(format!(
-            "no ObjectCreated records (saw: {})",
-            skipped.join(", ")
-        )));
+        return Ok(Parsed::Ignored(format!("no ObjectCreated records (saw: {})", skipped.join(", "))));
     }
     Ok(Parsed::Jobs(jobs))
 }
@@ -295,11 +268,7 @@ fn decode_event_key(raw: &str) -> Result<String> {
     percent_encoding::percent_decode_str(&plus_decoded)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| {
-            Error::InvalidMessage(format!(
-                "S3 event key `{raw}` is not valid UTF-8 once decoded"
-            ))
-        })
+        .map_err(|_| Error::InvalidMessage(format!("S3 event key `{raw}` is not valid UTF-8 once decoded")))
 }
 
 #[cfg(test)]
@@ -315,18 +284,15 @@ mod tests {
 
     #[test]
     fn job_message_round_trips_with_both_input_forms() {
-        let msg = JobMessage::new(
-            "j1",
-            &ObjectRef::new("in-b", "a/b.png"),
-            Some("inspect".into()),
-        );
+        let msg = JobMessage::new("j1", &ObjectRef::new("in-b", "a/b.png"), Some("inspect".into()));
         let job = jobs(parse_message(&msg.to_json(), "ocr").unwrap()).remove(0);
         assert_eq!(job.job_id, "j1");
         assert_eq!(job.input, ObjectRef::new("in-b", "a/b.png"));
         assert_eq!(job.pipeline, "inspect");
         assert_eq!(job.source, JobSource::JobMessage);
 
-        let body = r#"{"version":1,"job_id":"j2","input":"s3://in-b/x/y.pdf","output_prefix":"custom/","params":{"dpi":150}}"#;
+        let body =
+            r#"{"version":1,"job_id":"j2","input":"s3://in-b/x/y.pdf","output_prefix":"custom/","params":{"dpi":150}}"#;
         let job = jobs(parse_message(body, "ocr").unwrap()).remove(0);
         assert_eq!(job.input, ObjectRef::new("in-b", "x/y.pdf"));
         assert_eq!(job.pipeline, "ocr", "default pipeline applies");
@@ -340,35 +306,14 @@ mod tests {
             ("not json", "not JSON"),
             ("[1,2]", "not an object"),
             (r#"{"hello":1}"#, "neither a docfleet job"),
-            (
-                r#"{"version":2,"job_id":"a","input":"s3://bkt/k"}"#,
-                "version 2 is not supported",
-            ),
+            (r#"{"version":2,"job_id":"a","input":"s3://bkt/k"}"#, "version 2 is not supported"),
             (r#"{"version":1,"job_id":"a"}"#, "not a valid docfleet job"),
-            (
-                r#"{"version":1,"job_id":"a","input":"s3://bkt/k","extra":1}"#,
-                "unknown field `extra`",
-            ),
-            (
-                r#"{"version":1,"job_id":"a","input":"http://x/y"}"#,
-                "not an s3://",
-            ),
-            (
-                r#"{"version":1,"job_id":"a","input":"s3://bkt/../etc/passwd"}"#,
-                "segment",
-            ),
-            (
-                r#"{"version":1,"job_id":"a","input":"s3://bkt/k","output_prefix":"../up"}"#,
-                "segment",
-            ),
-            (
-                r#"{"version":1,"job_id":"a","input":"s3://bkt/k","pipeline":"a/b"}"#,
-                "pipeline name",
-            ),
-            (
-                r#"{"Type":"Notification","Message":"{oops"}"#,
-                "SNS `Message` is not JSON",
-            ),
+            (r#"{"version":1,"job_id":"a","input":"s3://bkt/k","extra":1}"#, "unknown field `extra`"),
+            (r#"{"version":1,"job_id":"a","input":"http://x/y"}"#, "not an s3://"),
+            (r#"{"version":1,"job_id":"a","input":"s3://bkt/../etc/passwd"}"#, "segment"),
+            (r#"{"version":1,"job_id":"a","input":"s3://bkt/k","output_prefix":"../up"}"#, "segment"),
+            (r#"{"version":1,"job_id":"a","input":"s3://bkt/k","pipeline":"a/b"}"#, "pipeline name"),
+            (r#"{"Type":"Notification","Message":"{oops"}"#, "SNS `Message` is not JSON"),
         ];
         for (body, needle) in cases {
             let err = parse_message(body, "inspect").unwrap_err().to_string();
@@ -384,22 +329,12 @@ mod tests {
     #[test]
     fn s3_event_notification_becomes_a_job_with_decoded_key() {
         let job = jobs(parse_message(S3_EVENT, "ocr").unwrap()).remove(0);
-        assert_eq!(
-            job.input,
-            ObjectRef::new("in-bucket", "scans/My Fileé (2).png")
-        );
+        assert_eq!(job.input, ObjectRef::new("in-bucket", "scans/My Fileé (2).png"));
         assert_eq!(job.pipeline, "ocr");
-        assert_eq!(
-            job.job_id,
-            "s3-event:s3://in-bucket/scans/My Fileé (2).png:0055AED6DCD90281E5"
-        );
+        assert_eq!(job.job_id, "s3-event:s3://in-bucket/scans/My Fileé (2).png:0055AED6DCD90281E5");
         assert_eq!(
             job.source,
-            JobSource::S3Event {
-                event_name: "ObjectCreated:Put".into(),
-                via_sns: false,
-                size: Some(1234)
-            }
+            JobSource::S3Event { event_name: "ObjectCreated:Put".into(), via_sns: false, size: Some(1234) }
         );
     }
 
@@ -415,10 +350,7 @@ mod tests {
         });
         let job = jobs(parse_message(&envelope.to_string(), "ocr").unwrap()).remove(0);
         assert_eq!(job.input.bucket, "in-bucket");
-        assert!(matches!(
-            job.source,
-            JobSource::S3Event { via_sns: true, .. }
-        ));
+        assert!(matches!(job.source, JobSource::S3Event { via_sns: true, .. }));
     }
 
     #[test]
@@ -428,10 +360,7 @@ mod tests {
         let wrapped = serde_json::json!({"Type":"Notification","Message":test_event}).to_string();
         assert_eq!(parse_message(&wrapped, "ocr").unwrap(), Parsed::TestEvent);
         let removed = S3_EVENT.replace("ObjectCreated:Put", "ObjectRemoved:Delete");
-        assert!(matches!(
-            parse_message(&removed, "ocr").unwrap(),
-            Parsed::Ignored(_)
-        ));
+        assert!(matches!(parse_message(&removed, "ocr").unwrap(), Parsed::Ignored(_)));
     }
 
     #[test]

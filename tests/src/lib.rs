@@ -18,17 +18,17 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
 }
 
 /// Path of a workspace binary built in the same profile as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // Tests run from target/<profile>/deps/, other binaries (docfleet-bench) from target/<profile>/.
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -40,11 +40,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Run a command to completion with a time limit, capturing output.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out_reader = std::thread::spawn(move || {
@@ -70,29 +66,18 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
+    Output { status, stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
 }
 
 /// Output as text, for assertions and failure messages.
 pub fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Assert success and return stdout.
 pub fn ok(out: Output) -> String {
     let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "command failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
     stdout
 }
 
@@ -107,11 +92,7 @@ impl Drop for ChildGuard {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().unwrap().port()
 }
 
 /// A running LocalStack.
@@ -154,11 +135,7 @@ fn localstack_python() -> PathBuf {
 fn start_localstack() -> LocalStack {
     let python = localstack_python();
     let port = free_port();
-    let workdir = tempfile::Builder::new()
-        .prefix("docfleet-localstack-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let workdir = tempfile::Builder::new().prefix("docfleet-localstack-").tempdir().unwrap().keep();
     let log = workdir.join("localstack.log");
     let log_file = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new(&python);
@@ -214,11 +191,7 @@ fn start_localstack() -> LocalStack {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("LocalStack ready on {endpoint} (log: {})", log.display());
-    LocalStack {
-        endpoint,
-        python,
-        log,
-    }
+    LocalStack { endpoint, python, log }
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -256,31 +229,19 @@ impl Fixture {
             Command::new(&ls.python)
                 .arg(repo_root().join("localstack/init_resources.py"))
                 .args(["--endpoint", &ls.endpoint, "--queue", &queue, "--dlq", &dlq])
-                .args([
-                    "--input-bucket",
-                    &input_bucket,
-                    "--output-bucket",
-                    &output_bucket,
-                ])
+                .args(["--input-bucket", &input_bucket, "--output-bucket", &output_bucket])
                 .args(["--max-receive-count", &max_receive_count.to_string()])
                 .args(["--visibility-timeout", &visibility_timeout.to_string()]),
             Duration::from_secs(60),
         );
-        let created: serde_json::Value =
-            serde_json::from_str(&ok(out)).expect("init_resources prints JSON");
+        let created: serde_json::Value = serde_json::from_str(&ok(out)).expect("init_resources prints JSON");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&ls.endpoint)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
             .load()
             .await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
         Self {
             name,
             queue,
@@ -314,31 +275,13 @@ impl Fixture {
 
     /// Keys under `prefix` in the output bucket.
     pub async fn output_keys(&self, prefix: &str) -> Vec<String> {
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.output_bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap();
-        out.contents
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|o| o.key)
-            .collect()
+        let out = self.s3.list_objects_v2().bucket(&self.output_bucket).prefix(prefix).send().await.unwrap();
+        out.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect()
     }
 
     /// An output object parsed as JSON.
     pub async fn output_json(&self, key: &str) -> serde_json::Value {
-        let obj = self
-            .s3
-            .get_object()
-            .bucket(&self.output_bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        let obj = self.s3.get_object().bucket(&self.output_bucket).key(key).send().await.unwrap();
         serde_json::from_slice(&obj.body.collect().await.unwrap().into_bytes()).unwrap()
     }
 
@@ -367,34 +310,18 @@ impl Fixture {
     /// Send raw message bodies to the job queue.
     pub async fn send_raw(&self, bodies: &[&str]) {
         for body in bodies {
-            self.sqs
-                .send_message()
-                .queue_url(&self.queue_url)
-                .message_body(*body)
-                .send()
-                .await
-                .unwrap();
+            self.sqs.send_message().queue_url(&self.queue_url).message_body(*body).send().await.unwrap();
         }
     }
 
     /// Upload an object to the input bucket.
     pub async fn put_input(&self, key: &str, body: Vec<u8>) {
-        self.s3
-            .put_object()
-            .bucket(&self.input_bucket)
-            .key(key)
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
+        self.s3.put_object().bucket(&self.input_bucket).key(key).body(body.into()).send().await.unwrap();
     }
 
     /// Run `docfleet-worker --exit-when-empty` to completion and return its stderr.
     pub fn drain_with_worker(&self) -> String {
-        let out = run_with_timeout(
-            self.command("docfleet-worker").arg("--exit-when-empty"),
-            Duration::from_secs(120),
-        );
+        let out = run_with_timeout(self.command("docfleet-worker").arg("--exit-when-empty"), Duration::from_secs(120));
         let (_, stderr) = text(&out);
         assert!(out.status.success(), "worker failed:\n{stderr}");
         stderr

@@ -48,10 +48,7 @@ pub fn detect_format(bytes: &[u8]) -> Option<Format> {
         Some(Format::Bmp)
     } else if starts(b"II*\0") || starts(b"MM\0*") {
         Some(Format::Tiff)
-    } else if bytes[..bytes.len().min(1024)]
-        .windows(5)
-        .any(|w| w == b"%PDF-")
-    {
+    } else if bytes[..bytes.len().min(1024)].windows(5).any(|w| w == b"%PDF-") {
         // PDF readers accept the header anywhere in the first 1 KiB.
         Some(Format::Pdf)
     } else {
@@ -131,17 +128,12 @@ fn decode_tiff(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
     use tiff::decoder::{Decoder, DecodingResult};
     let mut tiff_limits = tiff::decoder::Limits::default();
     tiff_limits.decoding_buffer_size = (limits.max_pixels.saturating_mul(8)) as usize;
-    let mut decoder = Decoder::new(Cursor::new(bytes))
-        .map_err(|e| corrupt(Format::Tiff, e))?
-        .with_limits(tiff_limits);
+    let mut decoder = Decoder::new(Cursor::new(bytes)).map_err(|e| corrupt(Format::Tiff, e))?.with_limits(tiff_limits);
     let mut pages = Vec::new();
     loop {
         let n = pages.len() + 1;
         if n as u64 > limits.max_pages as u64 {
-            return Err(Error::LimitExceeded(format!(
-                "more than {} pages",
-                limits.max_pages
-            )));
+            return Err(Error::LimitExceeded(format!("more than {} pages", limits.max_pages)));
         }
         let (w, h) = decoder.dimensions().map_err(|e| corrupt(Format::Tiff, e))?;
         check_pixels(w as u64, h as u64, n, limits)?;
@@ -163,31 +155,20 @@ fn decode_tiff(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
 fn pdf_pages(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
     let doc = lopdf::Document::load_mem(bytes).map_err(|e| corrupt(Format::Pdf, e))?;
     if doc.is_encrypted() {
-        return Err(Error::InvalidInput(
-            "encrypted PDF documents are not supported".into(),
-        ));
+        return Err(Error::InvalidInput("encrypted PDF documents are not supported".into()));
     }
     let page_ids = doc.get_pages();
     if page_ids.is_empty() {
         return Err(Error::InvalidInput("PDF document has no pages".into()));
     }
     if page_ids.len() as u64 > limits.max_pages as u64 {
-        return Err(Error::LimitExceeded(format!(
-            "{} pages, over the limit of {}",
-            page_ids.len(),
-            limits.max_pages
-        )));
+        return Err(Error::LimitExceeded(format!("{} pages, over the limit of {}", page_ids.len(), limits.max_pages)));
     }
     page_ids
         .values()
         .map(|&id| {
             let [x0, y0, x1, y1] = media_box(&doc, id).unwrap_or([0.0, 0.0, 612.0, 792.0]);
-            Ok(PageInfo {
-                width: (x1 - x0).abs(),
-                height: (y1 - y0).abs(),
-                unit: "pt",
-                color: None,
-            })
+            Ok(PageInfo { width: (x1 - x0).abs(), height: (y1 - y0).abs(), unit: "pt", color: None })
         })
         .collect()
 }
@@ -228,10 +209,7 @@ mod tests {
         assert_eq!(detect_format(b"RIFF\0\0\0\0WEBPVP8 "), Some(Format::Webp));
         assert_eq!(detect_format(b"II*\0\x08\0\0\0"), Some(Format::Tiff));
         assert_eq!(detect_format(b"%PDF-1.7\n"), Some(Format::Pdf));
-        assert_eq!(
-            detect_format(b"hello, I am text pretending to be a png"),
-            None
-        );
+        assert_eq!(detect_format(b"hello, I am text pretending to be a png"), None);
         assert_eq!(detect_format(b""), None);
     }
 }

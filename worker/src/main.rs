@@ -29,24 +29,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let loaded = load(&LoadOptions {
-        profile: args.profile,
-        config_file: args.config,
-    })?;
+    let loaded = load(&LoadOptions { profile: args.profile, config_file: args.config })?;
     telemetry::init(&loaded.settings.log);
     tracing::info!(profile = %loaded.profile, version = env!("CARGO_PKG_VERSION"), "docfleet-worker starting");
-    let backends = Backends::connect(&loaded.settings)
-        .await
-        .context("connecting to the queue and store")?;
+    let backends = Backends::connect(&loaded.settings).await.context("connecting to the queue and store")?;
     let pipelines = Pipelines::builtin(&loaded.settings);
     let worker = Worker::new(loaded.settings, backends, pipelines);
     let shutdown = CancellationToken::new();
     docfleet_worker::shutdown::install(shutdown.clone());
-    let stop = if args.exit_when_empty {
-        StopWhen::Drained
-    } else {
-        StopWhen::Shutdown
-    };
+    let stop = if args.exit_when_empty { StopWhen::Drained } else { StopWhen::Shutdown };
     let summary = worker.run(shutdown, stop).await?;
     eprintln!("{}", serde_json::to_string(&summary)?);
     Ok(())

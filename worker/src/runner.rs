@@ -122,7 +122,12 @@ impl Worker {
     /// In-flight jobs are finished before it returns.
     pub async fn run(&self, shutdown: CancellationToken, stop: StopWhen) -> Result<Summary> {
         let s = &self.inner.settings.worker;
+        // `slots` bounds jobs running at once; `held` bounds messages received and not finished
+        // (running or waiting for a slot), so the next batch is fetched while the current one
+        // runs instead of one message per freed slot.
+        let batch = s.receive_batch as usize;
         let slots = Arc::new(Semaphore::new(s.concurrency));
+        let held = Arc::new(Semaphore::new(s.concurrency + batch));
         let (delete_tx, delete_rx) = mpsc::channel::<String>(1024);
         let deleter = tokio::spawn(run_deleter(self.clone(), delete_rx));
         let mut tasks = JoinSet::new();
@@ -133,13 +138,13 @@ impl Worker {
 
         loop {
             while tasks.try_join_next().is_some() {}
-            let first_slot = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.expect("semaphore open"),
+            // Receive only when a whole batch fits.
+            let mut room = tokio::select! {
+                permits = held.clone().acquire_many_owned(batch as u32) => permits.expect("semaphore open"),
                 _ = shutdown.cancelled() => break,
             };
-            let want = (slots.available_permits() as u32 + 1).min(s.receive_batch);
             let received = tokio::select! {
-                r = self.inner.backends.queue.receive(want, wait, visibility) => r,
+                r = self.inner.backends.queue.receive(batch as u32, wait, visibility) => r,
                 _ = shutdown.cancelled() => break,
             };
             let messages = match received {
@@ -148,6 +153,7 @@ impl Worker {
                     m
                 }
                 Err(e) => {
+                    drop(room);
                     let delay = backoff.next();
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed; backing off");
                     tokio::select! {
@@ -158,34 +164,35 @@ impl Worker {
                 }
             };
             if messages.is_empty() {
-                drop(first_slot);
+                drop(room);
                 if stop == StopWhen::Drained && self.drained(&mut tasks).await? {
                     break;
                 }
                 continue;
             }
-            let mut first_slot = Some(first_slot);
             for message in messages {
-                let permit = match first_slot.take() {
-                    Some(p) => p,
-                    None => slots.clone().acquire_owned().await.expect("semaphore open"),
-                };
-                let worker = self.clone();
+                let held_permit = room.split(1).expect("one permit per received message");
+                let (worker, slots, shutdown) = (self.clone(), slots.clone(), shutdown.clone());
                 let delete_tx = delete_tx.clone();
                 let span = info_span!("message", message_id = %message.message_id, receive_count = message.receive_count);
                 tasks.spawn(
                     async move {
+                        let slot = tokio::select! {
+                            slot = slots.acquire_owned() => slot.expect("semaphore open"),
+                            _ = shutdown.cancelled() => {
+                                // Not started: hand it back to the queue at once.
+                                worker.dispose(message, Disposition::Release(Duration::ZERO), &delete_tx).await;
+                                return;
+                            }
+                        };
                         worker.handle_message(message, &delete_tx).await;
-                        drop(permit);
+                        drop((slot, held_permit));
                     }
                     .instrument(span),
                 );
             }
         }
-        info!(
-            in_flight = tasks.len(),
-            "worker stopping; finishing in-flight jobs"
-        );
+        info!(in_flight = tasks.len(), "worker stopping; finishing in-flight jobs");
         while tasks.join_next().await.is_some() {}
         drop(delete_tx);
         let _ = deleter.await;
@@ -213,10 +220,7 @@ impl Worker {
     async fn handle_message(&self, message: Message, delete_tx: &mpsc::Sender<String>) {
         let stats = &self.inner.stats;
         stats.messages.fetch_add(1, Ordering::Relaxed);
-        let disposition = match parse_message(
-            &message.body,
-            &self.inner.settings.worker.default_pipeline,
-        ) {
+        let disposition = match parse_message(&message.body, &self.inner.settings.worker.default_pipeline) {
             Ok(Parsed::TestEvent) => {
                 info!("s3:TestEvent received; deleting it");
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
@@ -231,10 +235,7 @@ impl Worker {
             Err(e) => {
                 warn!(error = %e, "message is not a job; recording the error and dead-lettering it");
                 stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
-                let key = message_error_key_for(
-                    &self.inner.settings.store.errors_prefix,
-                    &message.message_id,
-                );
+                let key = message_error_key_for(&self.inner.settings.store.errors_prefix, &message.message_id);
                 let record = json!({
                     "schema": "docfleet.error/v1",
                     "message_id": message.message_id,
@@ -277,11 +278,7 @@ impl Worker {
                 }
             }
         }
-        if dead_letter {
-            Disposition::DeadLetter
-        } else {
-            Disposition::Delete
-        }
+        if dead_letter { Disposition::DeadLetter } else { Disposition::Delete }
     }
 
     async fn run_job(&self, message: &Message, job: &Job) -> Result<String> {
@@ -293,27 +290,13 @@ impl Worker {
                 job.input.bucket
             )));
         }
-        let prefix = job
-            .output_prefix
-            .as_deref()
-            .unwrap_or(&settings.store.results_prefix);
+        let prefix = job.output_prefix.as_deref().unwrap_or(&settings.store.results_prefix);
         let key = result_key_for(prefix, &job.pipeline, &job.input.bucket, &job.input.key);
         let started = Instant::now();
-        let bytes = self
-            .inner
-            .backends
-            .store
-            .get(
-                &job.input.bucket,
-                &job.input.key,
-                settings.limits.max_input_bytes,
-            )
-            .await?;
+        let bytes =
+            self.inner.backends.store.get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes).await?;
         let fetched = started.elapsed();
-        let doc = Document {
-            input: job.input.clone(),
-            bytes,
-        };
+        let doc = Document { input: job.input.clone(), bytes };
         let output = pipeline.process(&doc, &job.params).await?;
         let processed = started.elapsed() - fetched;
         if let Some(text) = &output.text {
@@ -346,12 +329,8 @@ impl Worker {
     }
 
     async fn write_error_record(&self, message: &Message, job: &Job, err: &Error) -> Result<()> {
-        let key = error_key_for(
-            &self.inner.settings.store.errors_prefix,
-            &job.pipeline,
-            &job.input.bucket,
-            &job.input.key,
-        );
+        let key =
+            error_key_for(&self.inner.settings.store.errors_prefix, &job.pipeline, &job.input.bucket, &job.input.key);
         let record = json!({
             "schema": "docfleet.error/v1",
             "job_id": job.job_id,
@@ -371,56 +350,33 @@ impl Worker {
         self.inner
             .backends
             .store
-            .put(
-                &self.inner.settings.store.output_bucket,
-                key,
-                Bytes::from(body),
-                "application/json",
-            )
+            .put(&self.inner.settings.store.output_bucket, key, Bytes::from(body), "application/json")
             .await
     }
 
     fn retry_later(&self, message: &Message, err: &Error) -> Disposition {
         let s = &self.inner.settings.worker;
         let exp = message.receive_count.saturating_sub(1).min(16);
-        let delay = (s.retry_base_delay_seconds as u64)
-            .saturating_mul(1 << exp)
-            .min(s.retry_max_delay_seconds as u64);
+        let delay = (s.retry_base_delay_seconds as u64).saturating_mul(1 << exp).min(s.retry_max_delay_seconds as u64);
         warn!(error = %err, retry_in_s = delay, "transient failure; releasing the message for a retry");
-        self.inner
-            .stats
-            .released_for_retry
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.released_for_retry.fetch_add(1, Ordering::Relaxed);
         Disposition::Release(Duration::from_secs(delay))
     }
 
-    async fn dispose(
-        &self,
-        message: Message,
-        disposition: Disposition,
-        delete_tx: &mpsc::Sender<String>,
-    ) {
+    async fn dispose(&self, message: Message, disposition: Disposition, delete_tx: &mpsc::Sender<String>) {
         let backends = &self.inner.backends;
         match disposition {
             Disposition::Delete => self.queue_delete(message.receipt_handle, delete_tx).await,
             Disposition::DeadLetter => {
                 // Send first, delete second: a crash in between redelivers (idempotent), never loses.
-                match backends
-                    .dlq
-                    .send_batch(std::slice::from_ref(&message.body))
-                    .await
-                {
+                match backends.dlq.send_batch(std::slice::from_ref(&message.body)).await {
                     Ok(failed) if failed.is_empty() => {
                         self.queue_delete(message.receipt_handle, delete_tx).await;
-                        info!(
-                            dlq = backends.dlq.name(),
-                            "message moved to the dead-letter queue"
-                        );
+                        info!(dlq = backends.dlq.name(), "message moved to the dead-letter queue");
                     }
-                    Ok(failed) => warn!(
-                        ?failed,
-                        "could not send to the DLQ; the message stays and will be redelivered"
-                    ),
+                    Ok(failed) => {
+                        warn!(?failed, "could not send to the DLQ; the message stays and will be redelivered")
+                    }
                     Err(e) => {
                         warn!(error = %e, "could not send to the DLQ; the message stays and will be redelivered")
                     }
@@ -430,10 +386,9 @@ impl Worker {
                 let entry = [(message.receipt_handle, delay)];
                 match backends.queue.change_visibility_batch(&entry).await {
                     Ok(failed) if failed.is_empty() => {}
-                    Ok(failed) => warn!(
-                        ?failed,
-                        "could not release the message; it returns after its visibility timeout"
-                    ),
+                    Ok(failed) => {
+                        warn!(?failed, "could not release the message; it returns after its visibility timeout")
+                    }
                     Err(e) => {
                         warn!(error = %e, "could not release the message; it returns after its visibility timeout")
                     }
@@ -484,9 +439,7 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
             }
         };
         if !pending.is_empty() {
-            let batch: Vec<String> = pending
-                .drain(..pending.len().min(docfleet_core::queue::MAX_BATCH))
-                .collect();
+            let batch: Vec<String> = pending.drain(..pending.len().min(docfleet_core::queue::MAX_BATCH)).collect();
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             for attempt in 1..=8 {
                 match queue.delete_batch(&batch).await {
@@ -503,17 +456,12 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
                         tokio::time::sleep(d).await;
                     }
                     Err(e) => {
-                        stats
-                            .delete_failures
-                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        stats.delete_failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         error!(error = %e, count = batch.len(), "delete batch failed after retries; messages will be redelivered");
                     }
                 }
             }
-            worker
-                .inner
-                .pending_deletes
-                .fetch_sub(batch.len() as u64, Ordering::AcqRel);
+            worker.inner.pending_deletes.fetch_sub(batch.len() as u64, Ordering::AcqRel);
         }
         if closed && pending.is_empty() {
             return;
@@ -530,11 +478,7 @@ struct Backoff {
 
 impl Backoff {
     fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            current: base,
-        }
+        Self { base, max, current: base }
     }
     fn next(&mut self) -> Duration {
         let d = self.current;

@@ -55,8 +55,7 @@ impl LocalQueue {
             std::fs::create_dir_all(parent)?;
         }
         let conn = Connection::open(path).map_err(db_error("open"))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(db_error("open"))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(db_error("open"))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -74,20 +73,12 @@ impl LocalQueue {
              CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt);",
         )
         .map_err(db_error("open"))?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            name: name.to_owned(),
-            dead_letter,
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), name: name.to_owned(), dead_letter })
     }
 
     /// Another queue in the same database file (e.g. the DLQ of this one).
     pub fn sibling(&self, name: &str, dead_letter: Option<DeadLetter>) -> Self {
-        Self {
-            conn: self.conn.clone(),
-            name: name.to_owned(),
-            dead_letter,
-        }
+        Self { conn: self.conn.clone(), name: name.to_owned(), dead_letter }
     }
 
     async fn with_conn<T: Send + 'static>(
@@ -118,9 +109,7 @@ impl LocalQueue {
         visibility: Duration,
     ) -> Result<Vec<Message>> {
         let now = now_ms() as i64;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_error("receive"))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error("receive"))?;
         let mut out = Vec::new();
         {
             let mut select = tx
@@ -131,9 +120,7 @@ impl LocalQueue {
                 .map_err(db_error("receive"))?;
             // Over-fetch so messages moved to the DLQ do not shrink the batch.
             let rows: Vec<(i64, String, String, u32)> = select
-                .query_map(params![queue, now, (max as i64) * 2], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
+                .query_map(params![queue, now, (max as i64) * 2], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .map_err(db_error("receive"))?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(db_error("receive"))?;
@@ -156,12 +143,7 @@ impl LocalQueue {
                     params![now + visibility.as_millis() as i64, receipt, seq],
                 )
                 .map_err(db_error("receive"))?;
-                out.push(Message {
-                    message_id,
-                    receipt_handle: receipt,
-                    body,
-                    receive_count: count + 1,
-                });
+                out.push(Message { message_id, receipt_handle: receipt, body, receive_count: count + 1 });
             }
         }
         tx.commit().map_err(db_error("receive"))?;
@@ -183,19 +165,11 @@ impl Queue for LocalQueue {
         &self.name
     }
 
-    async fn receive(
-        &self,
-        max: u32,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<Message>> {
+    async fn receive(&self, max: u32, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let batch = self
-                .with_conn(move |c, q, dl| {
-                    Self::receive_now(c, q, dl, max.clamp(1, 10), visibility)
-                })
-                .await?;
+            let batch =
+                self.with_conn(move |c, q, dl| Self::receive_now(c, q, dl, max.clamp(1, 10), visibility)).await?;
             if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(batch);
             }
@@ -210,10 +184,7 @@ impl Queue for LocalQueue {
             let mut failed = Vec::new();
             for (i, r) in handles.iter().enumerate() {
                 let n = tx
-                    .execute(
-                        "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
-                        params![q, r],
-                    )
+                    .execute("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![q, r])
                     .map_err(db_error("delete"))?;
                 if n == 0 {
                     failed.push(invalid_receipt(i));
@@ -225,10 +196,7 @@ impl Queue for LocalQueue {
         .await
     }
 
-    async fn change_visibility_batch(
-        &self,
-        entries: &[(String, Duration)],
-    ) -> Result<Vec<BatchFailure>> {
+    async fn change_visibility_batch(&self, entries: &[(String, Duration)]) -> Result<Vec<BatchFailure>> {
         let entries = entries.to_vec();
         self.with_conn(move |c, q, _| {
             let now = now_ms() as i64;
@@ -309,10 +277,7 @@ mod tests {
         let q = LocalQueue::open(
             &path,
             "jobs",
-            Some(DeadLetter {
-                queue: "jobs-dlq".into(),
-                max_receive_count: max_receives,
-            }),
+            Some(DeadLetter { queue: "jobs-dlq".into(), max_receive_count: max_receives }),
         )
         .unwrap();
         let dlq = q.sibling("jobs-dlq", None);
@@ -326,48 +291,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (q, _) = open(dir.path(), 5);
         q.send_batch(&["a".into()]).await.unwrap();
-        let first = q
-            .receive(10, NO_WAIT, Duration::from_millis(200))
-            .await
-            .unwrap();
+        let first = q.receive(10, NO_WAIT, Duration::from_millis(200)).await.unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].receive_count, 1);
-        assert!(
-            q.receive(10, NO_WAIT, Duration::from_secs(1))
-                .await
-                .unwrap()
-                .is_empty(),
-            "hidden while in flight"
-        );
-        assert_eq!(
-            q.depth().await.unwrap(),
-            QueueDepth {
-                visible: 0,
-                in_flight: 1,
-                delayed: 0
-            }
-        );
+        assert!(q.receive(10, NO_WAIT, Duration::from_secs(1)).await.unwrap().is_empty(), "hidden while in flight");
+        assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1, delayed: 0 });
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let second = q
-            .receive(10, NO_WAIT, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let second = q.receive(10, NO_WAIT, Duration::from_secs(30)).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].receive_count, 2);
         assert_eq!(second[0].message_id, first[0].message_id);
         // The first receipt is stale: it must not delete the message now held by someone else.
-        let failed = q
-            .delete_batch(&[first[0].receipt_handle.clone()])
-            .await
-            .unwrap();
+        let failed = q.delete_batch(&[first[0].receipt_handle.clone()]).await.unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].code, "ReceiptHandleIsInvalid");
-        assert!(
-            q.delete_batch(&[second[0].receipt_handle.clone()])
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(q.delete_batch(&[second[0].receipt_handle.clone()]).await.unwrap().is_empty());
         assert_eq!(q.depth().await.unwrap().total(), 0);
     }
 
@@ -376,10 +314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (q, _) = open(dir.path(), 5);
         q.send_batch(&["a".into(), "b".into()]).await.unwrap();
-        let got = q
-            .receive(10, NO_WAIT, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let got = q.receive(10, NO_WAIT, Duration::from_secs(60)).await.unwrap();
         assert_eq!(got.len(), 2);
         let failed = q
             .change_visibility_batch(&[
@@ -389,10 +324,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(failed.iter().map(|f| f.index).collect::<Vec<_>>(), vec![1]);
-        let again = q
-            .receive(10, NO_WAIT, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let again = q.receive(10, NO_WAIT, Duration::from_secs(60)).await.unwrap();
         assert_eq!(again.len(), 1, "only the released message is visible");
         assert_eq!(again[0].body, "a");
     }
@@ -401,30 +333,17 @@ mod tests {
     async fn dead_letters_after_max_receives() {
         let dir = tempfile::tempdir().unwrap();
         let (q, dlq) = open(dir.path(), 2);
-        q.send_batch(&["poison".into(), "fine".into()])
-            .await
-            .unwrap();
+        q.send_batch(&["poison".into(), "fine".into()]).await.unwrap();
         for _ in 0..2 {
             let got = q.receive(10, NO_WAIT, Duration::ZERO).await.unwrap();
             assert_eq!(got.len(), 2);
         }
         // Third receive: both exceeded two receives and move to the DLQ instead.
-        assert!(
-            q.receive(10, NO_WAIT, Duration::ZERO)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(q.receive(10, NO_WAIT, Duration::ZERO).await.unwrap().is_empty());
         assert_eq!(dlq.depth().await.unwrap().visible, 2);
-        let dead = dlq
-            .receive(10, NO_WAIT, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let dead = dlq.receive(10, NO_WAIT, Duration::from_secs(5)).await.unwrap();
         assert_eq!(dead.len(), 2);
-        assert_eq!(
-            dead[0].receive_count, 1,
-            "receive count restarts in the DLQ"
-        );
+        assert_eq!(dead[0].receive_count, 1, "receive count restarts in the DLQ");
     }
 
     #[tokio::test]
@@ -432,16 +351,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (_, dlq) = open(dir.path(), 2);
-            dlq.send_batch(&(0..25).map(|i| format!("m{i}")).collect::<Vec<_>>())
-                .await
-                .unwrap();
+            dlq.send_batch(&(0..25).map(|i| format!("m{i}")).collect::<Vec<_>>()).await.unwrap();
         }
         let (q, dlq) = open(dir.path(), 2);
-        assert_eq!(
-            dlq.depth().await.unwrap().visible,
-            25,
-            "persisted across reopen"
-        );
+        assert_eq!(dlq.depth().await.unwrap().visible, 25, "persisted across reopen");
         let report = dlq.redrive_to(&q).await.unwrap();
         assert_eq!(report, super::super::RedriveReport::Moved(25));
         assert_eq!(dlq.depth().await.unwrap().total(), 0);
@@ -457,10 +370,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             other.send_batch(&["late".into()]).await.unwrap();
         });
-        let got = q
-            .receive(10, Duration::from_secs(5), Duration::from_secs(30))
-            .await
-            .unwrap();
+        let got = q.receive(10, Duration::from_secs(5), Duration::from_secs(30)).await.unwrap();
         sender.await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "late");

@@ -57,11 +57,7 @@ pub struct BatchFailure {
 pub enum RedriveReport {
     /// The queue service moved the messages itself (SQS StartMessageMoveTask); `status` is the
     /// task's final (or, after the wait limit, current) status.
-    MoveTask {
-        task_handle: String,
-        moved: u64,
-        status: String,
-    },
+    MoveTask { task_handle: String, moved: u64, status: String },
     /// docfleet moved this many messages (receive → send → delete).
     Moved(u64),
 }
@@ -73,17 +69,13 @@ pub trait Queue: Send + Sync {
 
     /// Receive up to `max` (≤ 10) messages, waiting up to `wait` for the first one, hiding them
     /// for `visibility`.
-    async fn receive(&self, max: u32, wait: Duration, visibility: Duration)
-    -> Result<Vec<Message>>;
+    async fn receive(&self, max: u32, wait: Duration, visibility: Duration) -> Result<Vec<Message>>;
 
     /// Delete messages by receipt handle; returns the entries that failed.
     async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<BatchFailure>>;
 
     /// Change the visibility of received messages; returns the entries that failed.
-    async fn change_visibility_batch(
-        &self,
-        entries: &[(String, Duration)],
-    ) -> Result<Vec<BatchFailure>>;
+    async fn change_visibility_batch(&self, entries: &[(String, Duration)]) -> Result<Vec<BatchFailure>>;
 
     /// Send message bodies, in batches of ten; returns the entries that failed.
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<BatchFailure>>;
@@ -106,15 +98,10 @@ pub trait Queue: Send + Sync {
 
 /// Move every message of `source` to `destination` by receive → send → delete, in batches.
 /// A message whose send fails stays in `source`.
-pub async fn redrive_by_copy<Q: Queue + ?Sized>(
-    source: &Q,
-    destination: &dyn Queue,
-) -> Result<RedriveReport> {
+pub async fn redrive_by_copy<Q: Queue + ?Sized>(source: &Q, destination: &dyn Queue) -> Result<RedriveReport> {
     let mut moved = 0u64;
     loop {
-        let batch = source
-            .receive(MAX_BATCH as u32, Duration::ZERO, Duration::from_secs(60))
-            .await?;
+        let batch = source.receive(MAX_BATCH as u32, Duration::ZERO, Duration::from_secs(60)).await?;
         if batch.is_empty() {
             return Ok(RedriveReport::Moved(moved));
         }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
 use super::{BatchFailure, MAX_BATCH, Message, Queue, QueueDepth, RedriveReport, redrive_by_copy};
@@ -56,21 +56,16 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| backend_error("sqs", "GetQueueAttributes", e))?;
-        out.attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .ok_or_else(|| Error::Backend {
-                service: "sqs",
-                operation: "GetQueueAttributes",
-                message: "no QueueArn attribute".into(),
-                transient: false,
-            })
+        out.attributes.and_then(|mut a| a.remove(&QueueAttributeName::QueueArn)).ok_or_else(|| Error::Backend {
+            service: "sqs",
+            operation: "GetQueueAttributes",
+            message: "no QueueArn attribute".into(),
+            transient: false,
+        })
     }
 }
 
-fn failures(
-    failed: Vec<aws_sdk_sqs::types::BatchResultErrorEntry>,
-    offset: usize,
-) -> Vec<BatchFailure> {
+fn failures(failed: Vec<aws_sdk_sqs::types::BatchResultErrorEntry>, offset: usize) -> Vec<BatchFailure> {
     failed
         .into_iter()
         .map(|f| BatchFailure {
@@ -91,12 +86,7 @@ impl Queue for SqsQueue {
         &self.name
     }
 
-    async fn receive(
-        &self,
-        max: u32,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<Message>> {
+    async fn receive(&self, max: u32, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {
         let out = self
             .client
             .receive_message()
@@ -135,12 +125,7 @@ impl Queue for SqsQueue {
             let entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(r)
-                        .build()
-                })
+                .map(|(i, r)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build())
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::InvalidJob(e.to_string()))?;
             let out = self
@@ -156,10 +141,7 @@ impl Queue for SqsQueue {
         Ok(failed)
     }
 
-    async fn change_visibility_batch(
-        &self,
-        entries: &[(String, Duration)],
-    ) -> Result<Vec<BatchFailure>> {
+    async fn change_visibility_batch(&self, entries: &[(String, Duration)]) -> Result<Vec<BatchFailure>> {
         let mut failed = Vec::new();
         for (chunk_no, chunk) in entries.chunks(MAX_BATCH).enumerate() {
             let reqs = chunk
@@ -193,12 +175,7 @@ impl Queue for SqsQueue {
             let entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                })
+                .map(|(i, b)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build())
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::InvalidJob(e.to_string()))?;
             let out = self
@@ -226,8 +203,7 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| backend_error("sqs", "GetQueueAttributes", e))?;
         let attrs = out.attributes.unwrap_or_default();
-        let get =
-            |name: QueueAttributeName| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let get = |name: QueueAttributeName| attrs.get(&name).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(QueueDepth {
             visible: get(QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
@@ -249,13 +225,8 @@ impl Queue for SqsQueue {
         let arn = self.queue_arn().await?;
         // Messages docfleet sent to the DLQ itself have no "source queue", so name the destination.
         let destination_arn = destination.arn().await?;
-        let started = self
-            .client
-            .start_message_move_task()
-            .source_arn(&arn)
-            .set_destination_arn(destination_arn)
-            .send()
-            .await;
+        let started =
+            self.client.start_message_move_task().source_arn(&arn).set_destination_arn(destination_arn).send().await;
         match started {
             Ok(out) => {
                 let task_handle = out.task_handle.unwrap_or_default();
@@ -270,14 +241,9 @@ impl Queue for SqsQueue {
                         .map_err(|e| backend_error("sqs", "ListMessageMoveTasks", e))?;
                     // Results are newest first; SQS reports a task's handle only while it runs.
                     let task = tasks.results.unwrap_or_default().into_iter().next();
-                    let status = task
-                        .as_ref()
-                        .and_then(|t| t.status.clone())
-                        .unwrap_or_else(|| "UNKNOWN".into());
-                    let moved = task
-                        .as_ref()
-                        .map(|t| t.approximate_number_of_messages_moved.max(0) as u64)
-                        .unwrap_or(0);
+                    let status = task.as_ref().and_then(|t| t.status.clone()).unwrap_or_else(|| "UNKNOWN".into());
+                    let moved =
+                        task.as_ref().map(|t| t.approximate_number_of_messages_moved.max(0) as u64).unwrap_or(0);
                     if status != "RUNNING" || tokio::time::Instant::now() >= deadline {
                         if status == "FAILED" {
                             let reason = task.and_then(|t| t.failure_reason).unwrap_or_default();
@@ -288,11 +254,7 @@ impl Queue for SqsQueue {
                                 transient: false,
                             });
                         }
-                        return Ok(RedriveReport::MoveTask {
-                            task_handle,
-                            moved,
-                            status,
-                        });
+                        return Ok(RedriveReport::MoveTask { task_handle, moved, status });
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

@@ -31,21 +31,14 @@ impl LocalStore {
         validate_bucket(bucket)?;
         validate_key(key)?;
         if key.ends_with(PARTIAL_SUFFIX) {
-            return Err(Error::InvalidJob(format!(
-                "object keys may not end in {PARTIAL_SUFFIX}"
-            )));
+            return Err(Error::InvalidJob(format!("object keys may not end in {PARTIAL_SUFFIX}")));
         }
         Ok(self.root.join(bucket).join(key))
     }
 }
 
 fn io_error(operation: &'static str, path: &Path, e: std::io::Error) -> Error {
-    Error::Backend {
-        service: "local-store",
-        operation,
-        transient: false,
-        message: format!("{}: {e}", path.display()),
-    }
+    Error::Backend { service: "local-store", operation, transient: false, message: format!("{}: {e}", path.display()) }
 }
 
 #[async_trait]
@@ -55,16 +48,10 @@ impl Store for LocalStore {
         let meta = match tokio::fs::metadata(&path).await {
             Ok(m) if m.is_file() => m,
             Ok(_) => {
-                return Err(Error::NotFound {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                });
+                return Err(Error::NotFound { bucket: bucket.into(), key: key.into() });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                });
+                return Err(Error::NotFound { bucket: bucket.into(), key: key.into() });
             }
             Err(e) => return Err(io_error("get", &path, e)),
         };
@@ -74,10 +61,7 @@ impl Store for LocalStore {
                 meta.len()
             )));
         }
-        tokio::fs::read(&path)
-            .await
-            .map(Bytes::from)
-            .map_err(|e| io_error("get", &path, e))
+        tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| io_error("get", &path, e))
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Bytes, _content_type: &str) -> Result<()> {
@@ -114,11 +98,7 @@ impl Store for LocalStore {
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
         let path = self.path_of(bucket, key)?;
         match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
-                key: key.to_owned(),
-                size: m.len(),
-                etag: None,
-            })),
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo { key: key.to_owned(), size: m.len(), etag: None })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("head", &path, e)),
@@ -147,18 +127,11 @@ impl Store for LocalStore {
                         stack.push(path);
                     } else if ft.is_file() && !path.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
                         let rel = path.strip_prefix(&base).expect("under base");
-                        let key = rel
-                            .components()
-                            .map(|c| c.as_os_str().to_string_lossy())
-                            .collect::<Vec<_>>()
-                            .join("/");
+                        let key =
+                            rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                         if key.starts_with(&prefix) {
                             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                            out.push(ObjectInfo {
-                                key,
-                                size,
-                                etag: None,
-                            });
+                            out.push(ObjectInfo { key, size, etag: None });
                         }
                     }
                 }
@@ -184,46 +157,14 @@ mod tests {
     async fn put_get_head_list_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        store
-            .put(
-                "bkt",
-                "a/b/c.json",
-                Bytes::from_static(b"{}"),
-                "application/json",
-            )
-            .await
-            .unwrap();
-        store
-            .put("bkt", "a/d.txt", Bytes::from_static(b"hello"), "text/plain")
-            .await
-            .unwrap();
-        store
-            .put(
-                "bkt",
-                "a/d.txt",
-                Bytes::from_static(b"hello!"),
-                "text/plain",
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get("bkt", "a/d.txt", 100).await.unwrap(),
-            Bytes::from_static(b"hello!")
-        );
+        store.put("bkt", "a/b/c.json", Bytes::from_static(b"{}"), "application/json").await.unwrap();
+        store.put("bkt", "a/d.txt", Bytes::from_static(b"hello"), "text/plain").await.unwrap();
+        store.put("bkt", "a/d.txt", Bytes::from_static(b"hello!"), "text/plain").await.unwrap();
+        assert_eq!(store.get("bkt", "a/d.txt", 100).await.unwrap(), Bytes::from_static(b"hello!"));
         assert_eq!(store.head("bkt", "a/d.txt").await.unwrap().unwrap().size, 6);
         assert!(store.head("bkt", "nope").await.unwrap().is_none());
-        let keys: Vec<String> = store
-            .list("bkt", "a/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        assert_eq!(
-            keys,
-            vec!["a/b/c.json", "a/d.txt"],
-            "overwrite leaves one object, no temp files"
-        );
+        let keys: Vec<String> = store.list("bkt", "a/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, vec!["a/b/c.json", "a/d.txt"], "overwrite leaves one object, no temp files");
         assert!(store.list("other", "").await.unwrap().is_empty());
     }
 
@@ -231,28 +172,11 @@ mod tests {
     async fn limits_missing_objects_and_escapes_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("root"));
-        store
-            .put(
-                "bkt",
-                "big",
-                Bytes::from(vec![0u8; 100]),
-                "application/octet-stream",
-            )
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.get("bkt", "big", 99).await,
-            Err(Error::LimitExceeded(_))
-        ));
-        assert!(matches!(
-            store.get("bkt", "missing", 99).await,
-            Err(Error::NotFound { .. })
-        ));
+        store.put("bkt", "big", Bytes::from(vec![0u8; 100]), "application/octet-stream").await.unwrap();
+        assert!(matches!(store.get("bkt", "big", 99).await, Err(Error::LimitExceeded(_))));
+        assert!(matches!(store.get("bkt", "missing", 99).await, Err(Error::NotFound { .. })));
         for key in ["../escape", "/etc/passwd", "a/../../x"] {
-            assert!(
-                store.put("bkt", key, Bytes::new(), "x").await.is_err(),
-                "{key}"
-            );
+            assert!(store.put("bkt", key, Bytes::new(), "x").await.is_err(), "{key}");
         }
         assert!(store.put("../bkt", "k", Bytes::new(), "x").await.is_err());
         assert!(!dir.path().join("escape").exists());

@@ -19,33 +19,16 @@ pub struct S3Store {
 
 impl S3Store {
     /// `force_path_style` is needed by LocalStack and most S3-compatible stores.
-    pub fn new(
-        sdk: &aws_config::SdkConfig,
-        force_path_style: bool,
-        multipart_threshold: u64,
-        part_size: u64,
-    ) -> Self {
-        let conf = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(force_path_style)
-            .build();
-        Self {
-            client: Client::from_conf(conf),
-            multipart_threshold,
-            part_size,
-        }
+    pub fn new(sdk: &aws_config::SdkConfig, force_path_style: bool, multipart_threshold: u64, part_size: u64) -> Self {
+        let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(force_path_style).build();
+        Self { client: Client::from_conf(conf), multipart_threshold, part_size }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
     }
 
-    async fn put_multipart(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Bytes,
-        content_type: &str,
-    ) -> Result<()> {
+    async fn put_multipart(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<()> {
         let upload = self
             .client
             .create_multipart_upload()
@@ -76,23 +59,14 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| backend_error("s3", "UploadPart", e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag)
-                        .build(),
-                );
+                parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
             }
             self.client
                 .complete_multipart_upload()
                 .bucket(bucket)
                 .key(key)
                 .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
                 .send()
                 .await
                 .map_err(|e| backend_error("s3", "CompleteMultipartUpload", e))?;
@@ -101,14 +75,7 @@ impl S3Store {
         .await;
         if result.is_err() {
             // Leave no orphaned parts behind (they cost money on S3).
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
         }
         result
     }
@@ -117,29 +84,16 @@ impl S3Store {
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(Error::NotFound {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                });
+                return Err(Error::NotFound { bucket: bucket.into(), key: key.into() });
             }
             Err(e) => {
                 let err = backend_error("s3", "GetObject", e);
                 // NoSuchBucket and 404s without a code are permanent "not found" for a job.
                 if err.to_string().contains("NoSuchBucket") {
-                    return Err(Error::NotFound {
-                        bucket: bucket.into(),
-                        key: key.into(),
-                    });
+                    return Err(Error::NotFound { bucket: bucket.into(), key: key.into() });
                 }
                 return Err(err);
             }
@@ -176,14 +130,7 @@ impl Store for S3Store {
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
             Ok(out) => Ok(Some(ObjectInfo {
                 key: key.to_owned(),
                 size: out.content_length.unwrap_or(0).max(0) as u64,
@@ -196,22 +143,12 @@ impl Store for S3Store {
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
+        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| backend_error("s3", "ListObjectsV2", e))?;
             for obj in page.contents.unwrap_or_default() {
                 if let Some(key) = obj.key {
-                    out.push(ObjectInfo {
-                        key,
-                        size: obj.size.unwrap_or(0).max(0) as u64,
-                        etag: obj.e_tag,
-                    });
+                    out.push(ObjectInfo { key, size: obj.size.unwrap_or(0).max(0) as u64, etag: obj.e_tag });
                 }
             }
         }

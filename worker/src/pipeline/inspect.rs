@@ -26,9 +26,7 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Value> {
         return Err(Error::InvalidInput("document is empty (0 bytes)".into()));
     }
     let format = detect_format(bytes).ok_or_else(|| {
-        Error::InvalidInput(
-            "unsupported document type: not PNG, JPEG, GIF, WebP, BMP, TIFF or PDF".into(),
-        )
+        Error::InvalidInput("unsupported document type: not PNG, JPEG, GIF, WebP, BMP, TIFF or PDF".into())
     })?;
     let pages = decode_pages(format, bytes, limits)?;
     Ok(json!({
@@ -47,11 +45,7 @@ impl Pipeline for Inspect {
         "inspect"
     }
 
-    async fn process(
-        &self,
-        doc: &Document,
-        _params: &Map<String, Value>,
-    ) -> Result<PipelineOutput> {
+    async fn process(&self, doc: &Document, _params: &Map<String, Value>) -> Result<PipelineOutput> {
         let bytes = doc.bytes.clone();
         let limits = self.limits.clone();
         let result = tokio::task::spawn_blocking(move || inspect(&bytes, &limits))
@@ -66,9 +60,7 @@ mod tests {
     use super::*;
 
     fn png(w: u32, h: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([(x % 255) as u8, (y % 255) as u8, 7])
-        });
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 255) as u8, (y % 255) as u8, 7]));
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
         out.into_inner()
@@ -88,31 +80,16 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_clear_permanent_errors() {
-        let limits = Limits {
-            max_pixels: 1000,
-            ..Limits::default()
-        };
+        let limits = Limits { max_pixels: 1000, ..Limits::default() };
         let full = png(40, 30);
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("empty", vec![], "empty"),
-            (
-                "text",
-                b"just some text, not an image".to_vec(),
-                "unsupported document type",
-            ),
-            (
-                "truncated",
-                full[..full.len() / 2].to_vec(),
-                "cannot decode image/png",
-            ),
+            ("text", b"just some text, not an image".to_vec(), "unsupported document type"),
+            ("truncated", full[..full.len() / 2].to_vec(), "cannot decode image/png"),
             ("too many pixels", full.clone(), "over the limit of 1000"),
         ];
         for (name, bytes, needle) in cases {
-            let lim = if name == "too many pixels" {
-                limits.clone()
-            } else {
-                Limits::default()
-            };
+            let lim = if name == "too many pixels" { limits.clone() } else { Limits::default() };
             let err = inspect(&bytes, &lim).unwrap_err();
             assert!(!err.is_transient(), "{name}");
             assert!(err.to_string().contains(needle), "{name}: {err}");

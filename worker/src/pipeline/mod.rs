@@ -59,10 +59,7 @@ impl Pipelines {
     /// The pipeline called `name`, or an error listing the available ones.
     pub fn get(&self, name: &str) -> Result<Arc<dyn Pipeline>> {
         self.by_name.get(name).cloned().ok_or_else(|| {
-            Error::InvalidJob(format!(
-                "unknown pipeline `{name}` (available: {})",
-                self.names().join(", ")
-            ))
+            Error::InvalidJob(format!("unknown pipeline `{name}` (available: {})", self.names().join(", ")))
         })
     }
 

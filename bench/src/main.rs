@@ -1,0 +1,175 @@
+//! `docfleet-bench`: benchmarks run side by side in one process, printed as ratios.
+//!
+//! `plumbing`: N `inspect` jobs through `docfleet-worker` against LocalStack, beside a raw
+//! aws-sdk loop doing the same I/O per message (receive → get input → put result → batched
+//! delete) with the same concurrency. Both stop on the first empty receive (1 s long poll) once
+//! the queue is empty, so both pay the same tail.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use clap::{Parser, Subcommand};
+use docfleet_tests::{Fixture, repo_root, run_with_timeout, text};
+use futures::StreamExt;
+
+#[derive(Parser)]
+#[command(name = "docfleet-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// docfleet-worker (inspect) vs a raw aws-sdk receive → get → put → delete loop, LocalStack.
+    Plumbing {
+        /// Jobs per side.
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        /// Concurrent jobs (worker.concurrency, and raw loop tasks).
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Plumbing { jobs, concurrency } => plumbing(jobs, concurrency).await,
+    }
+}
+
+/// Upload `n` copies of a small document and return their keys (not timed).
+async fn seed_inputs(fx: &Fixture, n: usize, doc: &[u8]) -> Vec<String> {
+    let keys: Vec<String> = (0..n).map(|i| format!("bench/doc-{i:05}.webp")).collect();
+    futures::stream::iter(keys.clone())
+        .map(|k| {
+            let body = doc.to_vec();
+            async move { fx.put_input(&k, body).await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    keys
+}
+
+async fn send_jobs(fx: &Fixture, keys: &[String]) -> Duration {
+    let started = Instant::now();
+    let bodies: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| serde_json::json!({"version": 1, "job_id": format!("bench-{i}"), "input": {"bucket": fx.input_bucket, "key": k}}).to_string())
+        .collect();
+    futures::stream::iter(bodies.chunks(10).map(|c| c.to_vec()))
+        .map(|chunk| async move {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>();
+            fx.sqs.send_message_batch().queue_url(&fx.queue_url).set_entries(Some(entries)).send().await.unwrap();
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    started.elapsed()
+}
+
+async fn raw_loop(fx: &Fixture, concurrency: usize) -> anyhow::Result<u64> {
+    let tasks = (0..concurrency).map(|_| async {
+        let mut done = 0u64;
+        loop {
+            let out = fx
+                .sqs
+                .receive_message()
+                .queue_url(&fx.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            let msgs = out.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                let (v, inflight, _) = fx.depth(&fx.queue_url).await;
+                if v + inflight == 0 {
+                    return anyhow::Ok(done);
+                }
+                continue;
+            }
+            let mut entries = Vec::new();
+            for (i, m) in msgs.iter().enumerate() {
+                let job: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default())?;
+                let key = job["input"]["key"].as_str().context("key")?;
+                let obj = fx.s3.get_object().bucket(&fx.input_bucket).key(key).send().await?;
+                let bytes = obj.body.collect().await?.into_bytes();
+                let result = serde_json::json!({"job_id": job["job_id"], "bytes": bytes.len()});
+                fx.s3
+                    .put_object()
+                    .bucket(&fx.output_bucket)
+                    .key(format!("results/raw/{key}.json"))
+                    .body(serde_json::to_vec(&result)?.into())
+                    .send()
+                    .await?;
+                entries.push(
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle().unwrap())
+                        .build()?,
+                );
+            }
+            done += entries.len() as u64;
+            fx.sqs.delete_message_batch().queue_url(&fx.queue_url).set_entries(Some(entries)).send().await?;
+        }
+    });
+    let counts = futures::future::try_join_all(tasks).await?;
+    Ok(counts.into_iter().sum())
+}
+
+async fn plumbing(jobs: usize, concurrency: usize) -> anyhow::Result<()> {
+    let doc = std::fs::read(repo_root().join("samples/receipt.webp"))?;
+    let fleet = Fixture::new("bench-fleet", 5, 120).await;
+    let raw = Fixture::new("bench-raw", 5, 120).await;
+    let fleet_keys = seed_inputs(&fleet, jobs, &doc).await;
+    let raw_keys = seed_inputs(&raw, jobs, &doc).await;
+    let send_fleet = send_jobs(&fleet, &fleet_keys).await;
+    let send_raw = send_jobs(&raw, &raw_keys).await;
+
+    let started = Instant::now();
+    let out = run_with_timeout(
+        fleet
+            .command("docfleet-worker")
+            .env("RUST_LOG", "warn")
+            .env("DOCFLEET__WORKER__CONCURRENCY", concurrency.to_string())
+            .arg("--exit-when-empty"),
+        Duration::from_secs(1800),
+    );
+    let fleet_secs = started.elapsed().as_secs_f64();
+    let (_, stderr) = text(&out);
+    anyhow::ensure!(out.status.success(), "worker failed: {stderr}");
+    let results = fleet.output_keys("results/").await.len();
+    anyhow::ensure!(results == jobs, "docfleet wrote {results} results for {jobs} jobs");
+
+    let started = Instant::now();
+    let raw_done = raw_loop(&raw, concurrency).await?;
+    let raw_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(raw_done as usize == jobs, "raw loop handled {raw_done} of {jobs}");
+
+    let fleet_rate = jobs as f64 / fleet_secs;
+    let raw_rate = jobs as f64 / raw_secs;
+    println!("plumbing: {jobs} jobs per side, concurrency {concurrency}, LocalStack at {}", fleet.endpoint);
+    println!(
+        "  send (SendMessageBatch, 8 in flight): fleet queue {:.2} s, raw queue {:.2} s",
+        send_fleet.as_secs_f64(),
+        send_raw.as_secs_f64()
+    );
+    println!("  docfleet-worker (inspect): {fleet_secs:.2} s  {fleet_rate:.1} msgs/s");
+    println!("  raw aws-sdk loop:          {raw_secs:.2} s  {raw_rate:.1} msgs/s");
+    println!("  ratio docfleet / raw: {:.3}", fleet_rate / raw_rate);
+    Ok(())
+}
