@@ -36,6 +36,8 @@ pub struct Settings {
     pub store: StoreSettings,
     pub worker: WorkerSettings,
     pub limits: Limits,
+    pub models: ModelsSettings,
+    pub runtime: RuntimeSettings,
 }
 
 /// Log output.
@@ -271,6 +273,211 @@ impl Default for Limits {
     }
 }
 
+/// Where models live and how they are obtained. Workers read them offline from a Hugging Face cache
+/// (`models--org--name/{blobs,snapshots,refs}`) or a plain directory; `docfleet-downloader` fills it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsSettings {
+    /// Hugging Face cache directory. Unset: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub` (what `huggingface_hub` uses).
+    pub cache_dir: Option<PathBuf>,
+    /// Never touch the network for models (also forced by `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    /// Fetch missing models (and the onnxruntime library) on first use; only sensible for local-dev.
+    pub fetch_missing: bool,
+    /// Hub endpoint (a mirror or self-hosted hub). Unset: `HF_ENDPOINT`, else https://huggingface.co.
+    pub endpoint: Option<String>,
+    /// Hub token. Unset: `HF_TOKEN`, then `HF_TOKEN_PATH` / `$HF_HOME/token`. Never logged.
+    pub token: Option<Secret>,
+    /// Parallel file downloads.
+    pub max_workers: usize,
+    /// Python package index used by `wheel` sources.
+    pub index_url: String,
+    /// The PP-OCR detection, orientation and recognition models of the `ocr` pipeline.
+    pub ocr: ModelRepo,
+    /// The vision-encoder-decoder export used by the `vlm` pipeline.
+    pub vlm: ModelRepo,
+    /// onnxruntime's shared library, kept in the same cache layout (used when `runtime.dylib_path`
+    /// and `ORT_DYLIB_PATH` are unset).
+    pub onnxruntime: ModelRepo,
+}
+
+impl Default for ModelsSettings {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            offline: false,
+            fetch_missing: false,
+            endpoint: None,
+            token: None,
+            max_workers: 8,
+            index_url: "https://pypi.org/simple".into(),
+            ocr: ModelRepo {
+                repo_id: "docfleet/pp-ocrv4-onnx".into(),
+                revision: "main".into(),
+                files: vec![
+                    "ch_PP-OCRv4_det_infer.onnx".into(),
+                    "ch_ppocr_mobile_v2.0_cls_infer.onnx".into(),
+                    "ch_PP-OCRv4_rec_infer.onnx".into(),
+                ],
+                source: ModelSource {
+                    kind: SourceKind::Wheel,
+                    package: Some("rapidocr-onnxruntime".into()),
+                    version: Some("1.4.4".into()),
+                    subdir: Some("rapidocr_onnxruntime/models".into()),
+                    ..ModelSource::default()
+                },
+                ..ModelRepo::default()
+            },
+            vlm: ModelRepo::default(),
+            onnxruntime: ModelRepo {
+                repo_id: "docfleet/onnxruntime-cpu".into(),
+                revision: "main".into(),
+                files: vec!["libonnxruntime.so.1.32.0".into()],
+                source: ModelSource {
+                    kind: SourceKind::Wheel,
+                    package: Some("onnxruntime".into()),
+                    version: Some("1.32.0".into()),
+                    subdir: Some("onnxruntime/capi".into()),
+                    ..ModelSource::default()
+                },
+                ..ModelRepo::default()
+            },
+        }
+    }
+}
+
+impl ModelsSettings {
+    /// True when models must not be fetched: `models.offline` or `HF_HUB_OFFLINE` set to a true value.
+    pub fn is_offline(&self) -> bool {
+        self.offline || env_flag("HF_HUB_OFFLINE")
+    }
+
+    /// The Hugging Face cache directory, following `huggingface_hub`'s precedence.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.cache_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        if let Some(home) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(home).join("hub");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".cache").join("huggingface").join("hub")
+    }
+}
+
+/// A `1`/`true`/`yes`/`on` environment flag, as `huggingface_hub` reads them.
+pub fn env_flag(name: &str) -> bool {
+    std::env::var(name)
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// One model repository: what the worker needs from it and where the downloader gets it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelRepo {
+    /// `org/name`; the cache folder is `models--org--name`. Empty: the model is not configured.
+    pub repo_id: String,
+    /// Branch, tag or 40-hex commit. A branch or tag is resolved to a commit through `refs/`.
+    pub revision: String,
+    /// Files the consumer needs (relative to the snapshot root). Checked by `verify`.
+    pub files: Vec<String>,
+    /// Extra files to fetch, as glob patterns (hub and S3 sources).
+    pub allow_patterns: Vec<String>,
+    /// Files never to fetch, as glob patterns.
+    pub ignore_patterns: Vec<String>,
+    /// A plain directory holding the files instead of the cache (no download, no refs).
+    pub dir: Option<PathBuf>,
+    /// Where the downloader gets the files.
+    pub source: ModelSource,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// The Hugging Face hub (or `models.endpoint`).
+    #[default]
+    Hub,
+    /// An S3 mirror: `url = "s3://bucket/prefix"` holding a snapshot of the repo.
+    S3,
+    /// A local directory: `url = "/path/to/snapshot"`.
+    Local,
+    /// A PyPI wheel: `package`, `version`, optional `sha256`, files under `subdir` inside the wheel.
+    Wheel,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSource {
+    pub kind: SourceKind,
+    /// `s3://bucket/prefix` for `s3`, a directory for `local`.
+    pub url: Option<String>,
+    /// Wheel: distribution name on the package index.
+    pub package: Option<String>,
+    /// Wheel: exact version.
+    pub version: Option<String>,
+    /// Wheel: expected sha256 of the wheel file (pins it; unset trusts the index's hash).
+    pub sha256: Option<String>,
+    /// Wheel: folder inside the wheel that plays the role of the repository root.
+    pub subdir: Option<String>,
+}
+
+/// The onnxruntime runtime shared by every model pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Path of `libonnxruntime.so`. Unset: `ORT_DYLIB_PATH`, else the `models.onnxruntime` repo.
+    pub dylib_path: Option<PathBuf>,
+    /// `cpu`, `cuda` or `tensorrt`.
+    pub execution_provider: ExecutionProvider,
+    /// When the configured provider is unavailable: `true` logs a warning and runs on CPU,
+    /// `false` fails at start-up.
+    pub provider_fallback: bool,
+    /// Threads inside one operator (0: onnxruntime's default, one per core).
+    pub intra_threads: usize,
+    /// Threads across independent operators (0: onnxruntime's default).
+    pub inter_threads: usize,
+    /// `disable`, `basic`, `extended` or `all`.
+    pub graph_optimization: GraphOptimization,
+    /// CUDA/TensorRT device id.
+    pub device_id: i32,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            dylib_path: None,
+            execution_provider: ExecutionProvider::Cpu,
+            provider_fallback: true,
+            intra_threads: 0,
+            inter_threads: 0,
+            graph_optimization: GraphOptimization::All,
+            device_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GraphOptimization {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
 /// What to load: the CLI flags.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -444,6 +651,14 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     }
     if s.limits.max_input_bytes == 0 || s.limits.max_pixels == 0 || s.limits.max_pages == 0 {
         return fail("limits", "limits must be greater than zero".into());
+    }
+    if s.models.max_workers == 0 || s.models.max_workers > 64 {
+        return fail("models.max_workers", format!("must be 1–64, got {}", s.models.max_workers));
+    }
+    for (name, repo) in [("ocr", &s.models.ocr), ("vlm", &s.models.vlm), ("onnxruntime", &s.models.onnxruntime)] {
+        if let Err(why) = crate::models::validate_repo(repo) {
+            return fail(&format!("models.{name}"), why);
+        }
     }
     if let Some(url) = &s.aws.endpoint_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {

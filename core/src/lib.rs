@@ -8,6 +8,7 @@ pub mod backends;
 pub mod config;
 pub mod job;
 pub mod keys;
+pub mod models;
 pub mod queue;
 pub mod store;
 pub mod telemetry;
@@ -52,6 +53,10 @@ pub enum Error {
         transient: bool,
     },
 
+    /// A model (or the onnxruntime library) is missing or unusable; the message says how to get it.
+    #[error("model error: {0}")]
+    Model(String),
+
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 
@@ -79,6 +84,7 @@ impl Error {
             Error::InvalidInput(_) => "invalid_input",
             Error::LimitExceeded(_) => "limit_exceeded",
             Error::Backend { .. } => "backend",
+            Error::Model(_) => "model",
             Error::Io(_) => "io",
             Error::Json(_) => "json",
         }
