@@ -181,6 +181,8 @@ pub struct StoreSettings {
     pub errors_prefix: String,
     /// Buckets jobs may read from; empty means only `input_bucket`.
     pub allowed_input_buckets: Vec<String>,
+    /// Key prefixes jobs may read from (empty: any key in an allowed bucket).
+    pub allowed_input_prefixes: Vec<String>,
     /// Root directory of the local store.
     pub local_root: PathBuf,
     /// Objects at least this large are uploaded with multipart upload.
@@ -199,6 +201,7 @@ impl Default for StoreSettings {
             results_prefix: "results".into(),
             errors_prefix: "errors".into(),
             allowed_input_buckets: Vec::new(),
+            allowed_input_prefixes: Vec::new(),
             local_root: PathBuf::from(".docfleet/store"),
             multipart_threshold_bytes: 16 * 1024 * 1024,
             multipart_part_bytes: 8 * 1024 * 1024,
@@ -214,6 +217,12 @@ impl StoreSettings {
         } else {
             self.allowed_input_buckets.iter().any(|b| b == bucket)
         }
+    }
+
+    /// Whether a job may read `key` (checked after the bucket).
+    pub fn input_key_allowed(&self, key: &str) -> bool {
+        self.allowed_input_prefixes.is_empty()
+            || self.allowed_input_prefixes.iter().any(|p| key.starts_with(p.as_str()))
     }
 }
 
@@ -238,6 +247,25 @@ pub struct WorkerSettings {
     pub retry_max_delay_seconds: u32,
     /// Longest a processed message waits for its batched delete (milliseconds).
     pub delete_flush_ms: u64,
+    /// Extend the visibility of in-flight messages before it expires, so a long job is never
+    /// handed to a second worker.
+    pub heartbeat: bool,
+    /// Seconds between heartbeats (0: a third of `visibility_timeout_seconds`).
+    pub heartbeat_interval_seconds: u32,
+    /// Longest one job may run before it is ended with an error record (0: no limit).
+    pub job_timeout_seconds: u32,
+    /// Retries of a transient S3/store failure inside a job before the message is released.
+    pub job_retries: u32,
+    /// On SIGTERM: seconds to finish in-flight jobs before the rest are released to the queue.
+    /// Kubernetes' `terminationGracePeriodSeconds` must be larger (deploy/ sets it from this).
+    pub shutdown_grace_seconds: u32,
+    /// Address of the `/health`, `/ready` and `/metrics` endpoints.
+    pub http_host: String,
+    /// Port of those endpoints (0: no HTTP server).
+    pub http_port: u16,
+    /// Also offer the diagnostic `sleep` pipeline (waits `params.ms`, then reports like `inspect`);
+    /// load, heartbeat and drain tests use it.
+    pub diagnostic_pipelines: bool,
 }
 
 impl Default for WorkerSettings {
@@ -251,6 +279,14 @@ impl Default for WorkerSettings {
             retry_base_delay_seconds: 5,
             retry_max_delay_seconds: 300,
             delete_flush_ms: 50,
+            heartbeat: true,
+            heartbeat_interval_seconds: 0,
+            job_timeout_seconds: 900,
+            job_retries: 2,
+            shutdown_grace_seconds: 25,
+            http_host: "127.0.0.1".into(),
+            http_port: 9090,
+            diagnostic_pipelines: false,
         }
     }
 }
@@ -536,7 +572,12 @@ pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
             .add_source(Labeled::new(path.display().to_string(), File::from(path.as_path()).format(FileFormat::Toml)));
     }
     let cfg = builder
-        .add_source(env.try_parsing(true).list_separator(",").with_list_parse_key("store.allowed_input_buckets"))
+        .add_source(
+            env.try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("store.allowed_input_buckets")
+                .with_list_parse_key("store.allowed_input_prefixes"),
+        )
         .build()
         .map_err(|e| Error::Config(e.to_string()))?;
 
@@ -623,6 +664,21 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
             "worker.visibility_timeout_seconds",
             format!("must be 1–43200, got {}", s.worker.visibility_timeout_seconds),
         );
+    }
+    if s.worker.heartbeat && s.worker.heartbeat_interval_seconds >= s.worker.visibility_timeout_seconds {
+        return fail(
+            "worker.heartbeat_interval_seconds",
+            format!(
+                "must be shorter than worker.visibility_timeout_seconds ({}), got {}",
+                s.worker.visibility_timeout_seconds, s.worker.heartbeat_interval_seconds
+            ),
+        );
+    }
+    if s.worker.job_retries > 10 {
+        return fail("worker.job_retries", format!("must be 0–10, got {}", s.worker.job_retries));
+    }
+    if s.worker.http_host.parse::<std::net::IpAddr>().is_err() {
+        return fail("worker.http_host", format!("must be an IP address, got `{}`", s.worker.http_host));
     }
     if s.worker.default_pipeline.trim().is_empty() {
         return fail("worker.default_pipeline", "must not be empty".into());

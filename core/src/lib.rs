@@ -53,6 +53,10 @@ pub enum Error {
         transient: bool,
     },
 
+    /// A job ran past `worker.job_timeout_seconds`.
+    #[error("job timed out after {0} s")]
+    Timeout(u64),
+
     /// A model (or the onnxruntime library) is missing or unusable; the message says how to get it.
     #[error("model error: {0}")]
     Model(String),
@@ -85,6 +89,7 @@ impl Error {
             Error::LimitExceeded(_) => "limit_exceeded",
             Error::Backend { .. } => "backend",
             Error::Model(_) => "model",
+            Error::Timeout(_) => "timeout",
             Error::Io(_) => "io",
             Error::Json(_) => "json",
         }

@@ -91,7 +91,8 @@ impl Drop for ChildGuard {
     }
 }
 
-fn free_port() -> u16 {
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().unwrap().port()
 }
 
@@ -112,6 +113,17 @@ extern "C" fn stop_localstack() {
         unsafe {
             libc::kill(-pgid, libc::SIGTERM);
         }
+    }
+}
+
+/// Freeze (SIGSTOP) or thaw (SIGCONT) this process's LocalStack: an outage that keeps its state.
+/// Only for a test binary of its own: every test sharing the LocalStack sees the outage.
+pub fn set_localstack_frozen(frozen: bool) {
+    let pgid = LOCALSTACK_PGID.load(Ordering::SeqCst);
+    assert!(pgid > 0, "LocalStack is not running");
+    // SAFETY: signalling the process group we created.
+    unsafe {
+        libc::kill(-pgid, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
     }
 }
 
@@ -194,7 +206,8 @@ fn start_localstack() -> LocalStack {
     LocalStack { endpoint, python, log }
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
+/// A plain HTTP/1.0 GET on 127.0.0.1; the whole response (status line, headers, body).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
@@ -269,6 +282,8 @@ impl Fixture {
             .env("DOCFLEET__STORE__INPUT_BUCKET", &self.input_bucket)
             .env("DOCFLEET__STORE__OUTPUT_BUCKET", &self.output_bucket)
             .env("DOCFLEET__WORKER__RECEIVE_WAIT_SECONDS", "1")
+            // Each process gets its own /metrics port so tests can run side by side.
+            .env("DOCFLEET__WORKER__HTTP_PORT", free_port().to_string())
             .stdin(Stdio::null());
         cmd
     }

@@ -2,6 +2,8 @@
 //! The `docfleet` CLI embeds the same worker for `docfleet run`.
 
 pub mod document;
+pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod runner;
 pub mod shutdown;

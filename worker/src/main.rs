@@ -1,11 +1,17 @@
 //! `docfleet-worker`: pulls jobs from the queue and writes results until stopped.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use docfleet_core::config::{LoadOptions, load};
 use docfleet_core::{Backends, telemetry};
+use docfleet_worker::http::{self, Health};
+use docfleet_worker::metrics::{Metrics, PipelineLabel};
 use docfleet_worker::{Pipelines, StopWhen, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -32,13 +38,49 @@ async fn main() -> anyhow::Result<()> {
     let loaded = load(&LoadOptions { profile: args.profile, config_file: args.config })?;
     telemetry::init(&loaded.settings.log);
     tracing::info!(profile = %loaded.profile, version = env!("CARGO_PKG_VERSION"), "docfleet-worker starting");
-    let backends = Backends::connect(&loaded.settings).await.context("connecting to the queue and store")?;
-    let pipelines = Pipelines::builtin(&loaded.settings);
-    let worker = Worker::new(loaded.settings, backends, pipelines);
     let shutdown = CancellationToken::new();
     docfleet_worker::shutdown::install(shutdown.clone());
+    // Serve /health at once; /ready turns true once models are loaded and the queue answered.
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let http_stop = CancellationToken::new();
+    let w = &loaded.settings.worker;
+    if w.http_port != 0 {
+        let addr = SocketAddr::new(w.http_host.parse().context("worker.http_host")?, w.http_port);
+        http::serve(addr, health.clone(), metrics.clone(), http_stop.clone())
+            .await
+            .with_context(|| format!("binding the HTTP endpoints to {addr}"))?;
+    }
+    // An unreachable queue at start-up is waited out (with /ready false), as a pod starting
+    // before its endpoint would; a queue that does not exist is a configuration error.
+    let mut delay = Duration::from_millis(500);
+    let backends = loop {
+        match Backends::connect(&loaded.settings).await {
+            Ok(b) => break b,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "queue or store unreachable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("connecting to the queue and store")),
+        }
+    };
+    let loading = Instant::now();
+    let pipelines = Pipelines::builtin(&loaded.settings);
+    for name in pipelines.names() {
+        metrics
+            .model_load_seconds
+            .get_or_create(&PipelineLabel { pipeline: name.into() })
+            .set(loading.elapsed().as_secs_f64());
+    }
+    health.models_loaded.store(true, Ordering::Release);
+    let worker = Worker::with_observability(loaded.settings, backends, pipelines, metrics, health);
     let stop = if args.exit_when_empty { StopWhen::Drained } else { StopWhen::Shutdown };
     let summary = worker.run(shutdown, stop).await?;
+    http_stop.cancel();
     eprintln!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

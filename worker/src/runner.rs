@@ -7,10 +7,17 @@
 //!   once (sent there, then deleted), so it is neither retried nor lost;
 //! - transient failure (SQS/S3 unavailable, throttled): the message is released with a delay
 //!   that doubles with its receive count; the queue's redrive policy dead-letters it after
-//!   `max_receive_count` receives.
+//!   `max_receive_count` receives. Transient store failures are first retried inside the job
+//!   (`worker.job_retries`).
+//!
+//! While a message is held (running or waiting for a slot) a heartbeat extends its visibility
+//! before it expires, so a job longer than the visibility timeout is never handed to a second
+//! worker. On shutdown the loop stops receiving, finishes in-flight jobs within
+//! `worker.shutdown_grace_seconds`, releases the rest (visibility 0) and flushes pending deletes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +32,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::http::Health;
+use crate::metrics::Metrics;
 use crate::pipeline::{Document, Pipelines};
 
 /// When the loop ends by itself.
@@ -89,6 +98,11 @@ struct Inner {
     worker_id: String,
     /// Receipts handed to the deleter and not yet deleted (or given up on).
     pending_deletes: AtomicU64,
+    /// Receipts of messages held now (running or waiting for a slot): the heartbeat extends
+    /// them, and shutdown releases whatever is left.
+    held: Mutex<HashMap<String, String>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 /// How one message ended.
@@ -100,6 +114,19 @@ enum Disposition {
 
 impl Worker {
     pub fn new(settings: Settings, backends: Backends, pipelines: Pipelines) -> Self {
+        let health = Arc::new(Health::default());
+        health.models_loaded.store(true, Ordering::Release);
+        Self::with_observability(settings, backends, pipelines, Arc::new(Metrics::new()), health)
+    }
+
+    /// A worker reporting into existing metrics and readiness (the HTTP server's).
+    pub fn with_observability(
+        settings: Settings,
+        backends: Backends,
+        pipelines: Pipelines,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let worker_id = format!("{host}/{}", std::process::id());
         Self {
@@ -110,12 +137,27 @@ impl Worker {
                 stats: Stats::default(),
                 worker_id,
                 pending_deletes: AtomicU64::new(0),
+                held: Mutex::new(HashMap::new()),
+                metrics,
+                health,
             }),
         }
     }
 
     pub fn stats(&self) -> Summary {
         self.inner.stats.summary()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    fn hold(&self, message: &Message) {
+        self.inner.held.lock().expect("held lock").insert(message.receipt_handle.clone(), message.message_id.clone());
+    }
+
+    fn unhold(&self, receipt_handle: &str) {
+        self.inner.held.lock().expect("held lock").remove(receipt_handle);
     }
 
     /// Run until `shutdown` is cancelled (or the queue drains, with [`StopWhen::Drained`]).
@@ -134,6 +176,8 @@ impl Worker {
         let wait = Duration::from_secs(s.receive_wait_seconds as u64);
         let visibility = Duration::from_secs(s.visibility_timeout_seconds as u64);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = s.heartbeat.then(|| tokio::spawn(run_heartbeat(self.clone(), heartbeat_stop.clone())));
         info!(queue = self.inner.backends.queue.name(), concurrency = s.concurrency, pipelines = ?self.inner.pipelines.names(), "worker started");
 
         loop {
@@ -150,10 +194,13 @@ impl Worker {
             let messages = match received {
                 Ok(m) => {
                     backoff.reset();
+                    self.inner.health.queue_reachable.store(true, Ordering::Release);
                     m
                 }
                 Err(e) => {
                     drop(room);
+                    self.inner.health.queue_reachable.store(false, Ordering::Release);
+                    self.inner.metrics.backend_error("receive");
                     let delay = backoff.next();
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed; backing off");
                     tokio::select! {
@@ -170,11 +217,17 @@ impl Worker {
                 }
                 continue;
             }
+            self.inner.metrics.messages.inc_by(messages.len() as u64);
+            self.inner.metrics.receive_batch.observe(messages.len() as f64);
+            for message in &messages {
+                self.hold(message);
+            }
             for message in messages {
                 let held_permit = room.split(1).expect("one permit per received message");
                 let (worker, slots, shutdown) = (self.clone(), slots.clone(), shutdown.clone());
                 let delete_tx = delete_tx.clone();
-                let span = info_span!("message", message_id = %message.message_id, receive_count = message.receive_count);
+                let span =
+                    info_span!("message", message_id = %message.message_id, receive_count = message.receive_count);
                 tasks.spawn(
                     async move {
                         let slot = tokio::select! {
@@ -185,20 +238,51 @@ impl Worker {
                                 return;
                             }
                         };
+                        worker.inner.metrics.job_started();
                         worker.handle_message(message, &delete_tx).await;
+                        worker.inner.metrics.job_ended();
                         drop((slot, held_permit));
                     }
                     .instrument(span),
                 );
             }
         }
-        info!(in_flight = tasks.len(), "worker stopping; finishing in-flight jobs");
-        while tasks.join_next().await.is_some() {}
+        let grace = Duration::from_secs(s.shutdown_grace_seconds as u64);
+        info!(in_flight = tasks.len(), grace_s = grace.as_secs(), "worker stopping; finishing in-flight jobs");
+        let finished = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            warn!(
+                unfinished = tasks.len(),
+                "grace period over; abandoning unfinished jobs and releasing their messages"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            self.release_held().await;
+        }
+        heartbeat_stop.cancel();
+        if let Some(h) = heartbeat {
+            let _ = h.await;
+        }
         drop(delete_tx);
         let _ = deleter.await;
         let summary = self.stats();
         info!(?summary, "worker stopped");
         Ok(summary)
+    }
+
+    /// Make every message still held visible again at once (shutdown after the grace period).
+    async fn release_held(&self) {
+        let receipts: Vec<String> = self.inner.held.lock().expect("held lock").drain().map(|(r, _)| r).collect();
+        for chunk in receipts.chunks(docfleet_core::queue::MAX_BATCH) {
+            let entries: Vec<(String, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
+            match self.inner.backends.queue.change_visibility_batch(&entries).await {
+                Ok(failed) if failed.is_empty() => info!(count = entries.len(), "released unfinished messages"),
+                Ok(failed) => {
+                    warn!(?failed, "some messages could not be released; they return after their visibility timeout")
+                }
+                Err(e) => warn!(error = %e, "could not release messages; they return after their visibility timeout"),
+            }
+        }
     }
 
     /// True when nothing is in flight here and the queue reports nothing left.
@@ -235,6 +319,7 @@ impl Worker {
             Err(e) => {
                 warn!(error = %e, "message is not a job; recording the error and dead-lettering it");
                 stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.invalid_messages.inc();
                 let key = message_error_key_for(&self.inner.settings.store.errors_prefix, &message.message_id);
                 let record = json!({
                     "schema": "docfleet.error/v1",
@@ -260,16 +345,27 @@ impl Worker {
         let mut dead_letter = false;
         for job in jobs {
             let span = info_span!("job", job_id = %job.job_id, pipeline = %job.pipeline, input = %job.input);
+            let started = Instant::now();
             let outcome = self.run_job(message, &job).instrument(span.clone()).await;
             let _entered = span.enter();
+            let metrics = &self.inner.metrics;
+            metrics
+                .job_seconds
+                .get_or_create(&crate::metrics::PipelineLabel { pipeline: job.pipeline.clone() })
+                .observe(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(key) => {
                     stats.jobs_succeeded.fetch_add(1, Ordering::Relaxed);
+                    metrics.job(&job.pipeline, "success");
                     info!(result = %key, "job done");
                 }
-                Err(e) if e.is_transient() => return self.retry_later(message, &e),
+                Err(e) if e.is_transient() => {
+                    metrics.job(&job.pipeline, "retried");
+                    return self.retry_later(message, &e);
+                }
                 Err(e) => {
                     stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                    metrics.job(&job.pipeline, "failed");
                     warn!(error = %e, "job failed permanently; recording the error");
                     if let Err(put_err) = self.write_error_record(message, &job, &e).await {
                         return self.retry_later(message, &put_err);
@@ -290,26 +386,38 @@ impl Worker {
                 job.input.bucket
             )));
         }
+        if !settings.store.input_key_allowed(&job.input.key) {
+            return Err(Error::InvalidJob(format!(
+                "input key `{}` is outside the allowed prefixes (store.allowed_input_prefixes)",
+                job.input.key
+            )));
+        }
         let prefix = job.output_prefix.as_deref().unwrap_or(&settings.store.results_prefix);
         let key = result_key_for(prefix, &job.pipeline, &job.input.bucket, &job.input.key);
         let started = Instant::now();
-        let bytes =
-            self.inner.backends.store.get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes).await?;
+        let store = &self.inner.backends.store;
+        let bytes = self
+            .with_retries("get", || store.get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes))
+            .await?;
         let fetched = started.elapsed();
+        let metrics = &self.inner.metrics;
+        metrics.stage(&job.pipeline, "fetch", fetched.as_secs_f64());
         let doc = Document { input: job.input.clone(), bytes };
-        let output = pipeline.process(&doc, &job.params).await?;
+        let output = match settings.worker.job_timeout_seconds {
+            0 => pipeline.process(&doc, &job.params).await?,
+            limit => tokio::time::timeout(Duration::from_secs(limit as u64), pipeline.process(&doc, &job.params))
+                .await
+                .map_err(|_| Error::Timeout(limit as u64))??,
+        };
         let processed = started.elapsed() - fetched;
+        metrics.stage(&job.pipeline, "process", processed.as_secs_f64());
         if let Some(text) = &output.text {
-            self.inner
-                .backends
-                .store
-                .put(
-                    &settings.store.output_bucket,
-                    &text_key_for(&key),
-                    Bytes::from(text.clone()),
-                    "text/plain; charset=utf-8",
-                )
-                .await?;
+            let text_key = text_key_for(&key);
+            let body = Bytes::from(text.clone());
+            self.with_retries("put", || {
+                store.put(&settings.store.output_bucket, &text_key, body.clone(), "text/plain; charset=utf-8")
+            })
+            .await?;
         }
         let record = json!({
             "schema": "docfleet.result/v1",
@@ -325,7 +433,38 @@ impl Worker {
             "completed_at_ms": now_ms(),
         });
         self.put_json(&key, &record).await?;
+        metrics.stage(&job.pipeline, "store", (started.elapsed() - fetched - processed).as_secs_f64());
         Ok(key)
+    }
+
+    /// Run a store call, retrying transient failures `worker.job_retries` times with backoff.
+    async fn with_retries<T, F, Fut>(&self, operation: &'static str, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let retries = self.inner.settings.worker.job_retries;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(e) if e.is_transient() && attempt < retries => {
+                    attempt += 1;
+                    let delay = backoff.next();
+                    self.inner.metrics.backend_error(operation);
+                    self.inner.metrics.retry("in_job");
+                    warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "transient store failure; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    if e.is_transient() {
+                        self.inner.metrics.backend_error(operation);
+                    }
+                    return Err(e);
+                }
+                ok => return ok,
+            }
+        }
     }
 
     async fn write_error_record(&self, message: &Message, job: &Job, err: &Error) -> Result<()> {
@@ -346,12 +485,10 @@ impl Worker {
     }
 
     async fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<()> {
-        let body = serde_json::to_vec_pretty(value)?;
-        self.inner
-            .backends
-            .store
-            .put(&self.inner.settings.store.output_bucket, key, Bytes::from(body), "application/json")
-            .await
+        let body = Bytes::from(serde_json::to_vec_pretty(value)?);
+        let store = &self.inner.backends.store;
+        let bucket = &self.inner.settings.store.output_bucket;
+        self.with_retries("put", || store.put(bucket, key, body.clone(), "application/json")).await
     }
 
     fn retry_later(&self, message: &Message, err: &Error) -> Disposition {
@@ -360,17 +497,21 @@ impl Worker {
         let delay = (s.retry_base_delay_seconds as u64).saturating_mul(1 << exp).min(s.retry_max_delay_seconds as u64);
         warn!(error = %err, retry_in_s = delay, "transient failure; releasing the message for a retry");
         self.inner.stats.released_for_retry.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.retry("released");
         Disposition::Release(Duration::from_secs(delay))
     }
 
     async fn dispose(&self, message: Message, disposition: Disposition, delete_tx: &mpsc::Sender<String>) {
         let backends = &self.inner.backends;
+        // No more heartbeats for it, whatever happens next.
+        self.unhold(&message.receipt_handle);
         match disposition {
             Disposition::Delete => self.queue_delete(message.receipt_handle, delete_tx).await,
             Disposition::DeadLetter => {
                 // Send first, delete second: a crash in between redelivers (idempotent), never loses.
                 match backends.dlq.send_batch(std::slice::from_ref(&message.body)).await {
                     Ok(failed) if failed.is_empty() => {
+                        self.inner.metrics.dead_lettered.inc();
                         self.queue_delete(message.receipt_handle, delete_tx).await;
                         info!(dlq = backends.dlq.name(), "message moved to the dead-letter queue");
                     }
@@ -446,6 +587,7 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
                     Ok(failed) => {
                         for f in &failed {
                             stats.delete_failures.fetch_add(1, Ordering::Relaxed);
+                            worker.inner.metrics.delete_failures.inc();
                             warn!(code = %f.code, message = %f.message, "delete rejected; the message may be redelivered (results are idempotent)");
                         }
                         break;
@@ -457,6 +599,7 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
                     }
                     Err(e) => {
                         stats.delete_failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        worker.inner.metrics.delete_failures.inc_by(batch.len() as u64);
                         error!(error = %e, count = batch.len(), "delete batch failed after retries; messages will be redelivered");
                     }
                 }
@@ -466,6 +609,47 @@ async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
         if closed && pending.is_empty() {
             return;
         }
+    }
+}
+
+/// Every `heartbeat_interval_seconds` (default a third of the visibility timeout), extend the
+/// visibility of every held message back to the full timeout, ten per call.
+async fn run_heartbeat(worker: Worker, stop: CancellationToken) {
+    let s = &worker.inner.settings.worker;
+    let visibility = Duration::from_secs(s.visibility_timeout_seconds as u64);
+    let interval = match s.heartbeat_interval_seconds {
+        0 => (visibility / 3).max(Duration::from_secs(1)),
+        n => Duration::from_secs(n as u64),
+    };
+    let metrics = &worker.inner.metrics;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {},
+            _ = stop.cancelled() => return,
+        }
+        let receipts: Vec<String> = worker.inner.held.lock().expect("held lock").keys().cloned().collect();
+        for chunk in receipts.chunks(docfleet_core::queue::MAX_BATCH) {
+            let entries: Vec<(String, Duration)> = chunk.iter().map(|r| (r.clone(), visibility)).collect();
+            match worker.inner.backends.queue.change_visibility_batch(&entries).await {
+                Ok(failed) => {
+                    metrics.heartbeat_extensions.inc_by((entries.len() - failed.len()) as u64);
+                    // A message finished between the snapshot and the call has an invalid receipt
+                    // now; only failures for messages still held matter.
+                    let held = worker.inner.held.lock().expect("held lock");
+                    for f in failed.iter().filter(|f| held.contains_key(&entries[f.index].0)) {
+                        metrics.heartbeat_failures.inc();
+                        warn!(message_id = held.get(&entries[f.index].0).map(String::as_str), code = %f.code, "visibility extension refused");
+                    }
+                }
+                Err(e) => {
+                    metrics.heartbeat_failures.inc_by(entries.len() as u64);
+                    warn!(error = %e, count = entries.len(), "visibility extension failed; retrying next beat");
+                }
+            }
+        }
+        debug!(held = receipts.len(), "heartbeat");
     }
 }
 

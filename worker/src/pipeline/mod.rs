@@ -11,6 +11,7 @@ use docfleet_core::{Error, Result, Settings};
 use serde_json::{Map, Value};
 
 pub mod inspect;
+pub mod sleep;
 
 /// An input document, fully read.
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ impl Pipelines {
     pub fn builtin(settings: &Settings) -> Self {
         let mut p = Self::default();
         p.register(Arc::new(inspect::Inspect::new(settings.limits.clone())));
+        if settings.worker.diagnostic_pipelines {
+            p.register(Arc::new(sleep::Sleep::new(settings.limits.clone())));
+        }
         p
     }
 
