@@ -8,6 +8,8 @@
 //! - [`Fixture`] gives each test its own queue, DLQ and buckets, created by the same
 //!   `localstack/init_resources.py` that compose uses.
 
+pub mod outage;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -113,17 +115,6 @@ extern "C" fn stop_localstack() {
         unsafe {
             libc::kill(-pgid, libc::SIGTERM);
         }
-    }
-}
-
-/// Freeze (SIGSTOP) or thaw (SIGCONT) this process's LocalStack: an outage that keeps its state.
-/// Only for a test binary of its own: every test sharing the LocalStack sees the outage.
-pub fn set_localstack_frozen(frozen: bool) {
-    let pgid = LOCALSTACK_PGID.load(Ordering::SeqCst);
-    assert!(pgid > 0, "LocalStack is not running");
-    // SAFETY: signalling the process group we created.
-    unsafe {
-        libc::kill(-pgid, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
     }
 }
 
