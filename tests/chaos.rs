@@ -49,16 +49,6 @@ async fn upload_all(fx: &Fixture, objects: Vec<(String, Vec<u8>)>) {
         .await;
 }
 
-/// Every key under `prefix` in the output bucket (paginated).
-async fn all_keys(fx: &Fixture, prefix: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut pages = fx.s3.list_objects_v2().bucket(&fx.output_bucket).prefix(prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        keys.extend(page.unwrap().contents.unwrap_or_default().into_iter().filter_map(|o| o.key));
-    }
-    keys
-}
-
 /// Job ids of every message in the DLQ (read with a long visibility so each is seen once).
 async fn dlq_job_ids(fx: &Fixture) -> Vec<String> {
     let mut ids = Vec::new();
@@ -140,13 +130,13 @@ async fn plant(fx: &Fixture, good: usize, poison: usize) -> (Vec<String>, Vec<St
 /// Check the end state: one result per good document, one error record and a DLQ message per
 /// poison document, nothing else anywhere.
 async fn check_end_state(fx: &Fixture, good: &[String], poison: &[String]) {
-    let results = all_keys(fx, "results/").await;
+    let results = fx.output_keys("results/").await;
     let expected: BTreeSet<String> =
         good.iter().map(|k| format!("results/inspect/{}/{k}.json", fx.input_bucket)).collect();
     let got: BTreeSet<String> = results.iter().cloned().collect();
     let missing: Vec<_> = expected.difference(&got).collect();
     let extra: Vec<_> = got.difference(&expected).collect();
-    let errors = all_keys(fx, "errors/").await;
+    let errors = fx.output_keys("errors/").await;
     let dlq = dlq_job_ids(fx).await;
     let dlq_set: BTreeSet<&str> = dlq.iter().map(String::as_str).collect();
     let poison_set: BTreeSet<&str> = poison.iter().map(String::as_str).collect();
@@ -173,7 +163,7 @@ async fn check_end_state(fx: &Fixture, good: &[String], poison: &[String]) {
 async fn wait_until_done(fx: &Fixture, good: usize, poison: usize, limit: Duration, mut tick: impl FnMut(u64)) {
     let started = Instant::now();
     loop {
-        let results = all_keys(fx, "results/").await.len();
+        let results = fx.output_keys("results/").await.len();
         let (visible, in_flight, delayed) = fx.depth(&fx.queue_url).await;
         let dlq = fx.depth(&fx.dlq_url).await.0;
         if results >= good && dlq as usize >= poison && visible + in_flight + delayed == 0 {
@@ -239,12 +229,12 @@ async fn backends_down_for_ten_seconds_loses_nothing() {
     let mut workers: Vec<Child> = (0..2).map(|i| spawn_worker(&fx, Some(&endpoint), i)).collect();
     // Let some work happen, then take SQS and S3 away for 10 s.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while all_keys(&fx, "results/").await.len() < 30 {
+    while fx.output_keys("results/").await.len() < 30 {
         assert!(Instant::now() < deadline, "workers made no progress before the outage");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     proxy.down().await;
-    let before = all_keys(&fx, "results/").await.len();
+    let before = fx.output_keys("results/").await.len();
     println!("outage begins with {before} results");
     tokio::time::sleep(Duration::from_secs(10)).await;
     for w in &mut workers {

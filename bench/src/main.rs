@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use docfleet_tests::{Fixture, repo_root, run_with_timeout, text};
 use futures::StreamExt;
 
+mod worker;
+
 #[derive(Parser)]
 #[command(name = "docfleet-bench")]
 struct Cli {
@@ -31,17 +33,28 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// One docfleet-worker on `inspect`: jobs/s and p50/p99 job latency per concurrency level,
+    /// plus the heartbeat's SQS calls per job.
+    Worker {
+        /// Jobs per concurrency level.
+        #[arg(long, default_value_t = 500)]
+        jobs: usize,
+        /// Concurrency levels, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        concurrency: Vec<usize>,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Plumbing { jobs, concurrency } => plumbing(jobs, concurrency).await,
+        Command::Worker { jobs, concurrency } => worker::run(jobs, &concurrency).await,
     }
 }
 
 /// Upload `n` copies of a small document and return their keys (not timed).
-async fn seed_inputs(fx: &Fixture, n: usize, doc: &[u8]) -> Vec<String> {
+pub(crate) async fn seed_inputs(fx: &Fixture, n: usize, doc: &[u8]) -> Vec<String> {
     let keys: Vec<String> = (0..n).map(|i| format!("bench/doc-{i:05}.webp")).collect();
     futures::stream::iter(keys.clone())
         .map(|k| {
@@ -54,7 +67,7 @@ async fn seed_inputs(fx: &Fixture, n: usize, doc: &[u8]) -> Vec<String> {
     keys
 }
 
-async fn send_jobs(fx: &Fixture, keys: &[String]) -> Duration {
+pub(crate) async fn send_jobs(fx: &Fixture, keys: &[String]) -> Duration {
     let started = Instant::now();
     let bodies: Vec<String> = keys
         .iter()

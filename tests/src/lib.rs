@@ -279,10 +279,14 @@ impl Fixture {
         cmd
     }
 
-    /// Keys under `prefix` in the output bucket.
+    /// Every key under `prefix` in the output bucket, following pagination.
     pub async fn output_keys(&self, prefix: &str) -> Vec<String> {
-        let out = self.s3.list_objects_v2().bucket(&self.output_bucket).prefix(prefix).send().await.unwrap();
-        out.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect()
+        let mut keys = Vec::new();
+        let mut pages = self.s3.list_objects_v2().bucket(&self.output_bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            keys.extend(page.unwrap().contents.unwrap_or_default().into_iter().filter_map(|o| o.key));
+        }
+        keys
     }
 
     /// An output object parsed as JSON.

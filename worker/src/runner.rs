@@ -55,6 +55,7 @@ pub struct Stats {
     pub released_for_retry: AtomicU64,
     pub ignored: AtomicU64,
     pub delete_failures: AtomicU64,
+    pub heartbeat_calls: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -67,6 +68,8 @@ pub struct Summary {
     pub released_for_retry: u64,
     pub ignored: u64,
     pub delete_failures: u64,
+    /// ChangeMessageVisibilityBatch calls made by the heartbeat.
+    pub heartbeat_calls: u64,
 }
 
 impl Stats {
@@ -80,6 +83,7 @@ impl Stats {
             released_for_retry: g(&self.released_for_retry),
             ignored: g(&self.ignored),
             delete_failures: g(&self.delete_failures),
+            heartbeat_calls: g(&self.heartbeat_calls),
         }
     }
 }
@@ -395,6 +399,7 @@ impl Worker {
         let prefix = job.output_prefix.as_deref().unwrap_or(&settings.store.results_prefix);
         let key = result_key_for(prefix, &job.pipeline, &job.input.bucket, &job.input.key);
         let started = Instant::now();
+        let started_at_ms = now_ms();
         let store = &self.inner.backends.store;
         let bytes = self
             .with_retries("get", || store.get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes))
@@ -430,6 +435,7 @@ impl Worker {
             "receive_count": message.receive_count,
             "timings_ms": {"fetch": fetched.as_secs_f64() * 1e3, "process": processed.as_secs_f64() * 1e3},
             "worker": self.inner.worker_id,
+            "started_at_ms": started_at_ms,
             "completed_at_ms": now_ms(),
         });
         self.put_json(&key, &record).await?;
@@ -632,6 +638,7 @@ async fn run_heartbeat(worker: Worker, stop: CancellationToken) {
         let receipts: Vec<String> = worker.inner.held.lock().expect("held lock").keys().cloned().collect();
         for chunk in receipts.chunks(docfleet_core::queue::MAX_BATCH) {
             let entries: Vec<(String, Duration)> = chunk.iter().map(|r| (r.clone(), visibility)).collect();
+            worker.inner.stats.heartbeat_calls.fetch_add(1, Ordering::Relaxed);
             match worker.inner.backends.queue.change_visibility_batch(&entries).await {
                 Ok(failed) => {
                     metrics.heartbeat_extensions.inc_by((entries.len() - failed.len()) as u64);
