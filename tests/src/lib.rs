@@ -8,6 +8,7 @@
 //! - [`Fixture`] gives each test its own queue, DLQ and buckets, created by the same
 //!   `localstack/init_resources.py` that compose uses.
 
+pub mod deploy;
 pub mod outage;
 
 use std::io::{Read, Write};
