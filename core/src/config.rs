@@ -38,6 +38,7 @@ pub struct Settings {
     pub limits: Limits,
     pub models: ModelsSettings,
     pub runtime: RuntimeSettings,
+    pub ocr: OcrSettings,
 }
 
 /// Log output.
@@ -514,6 +515,71 @@ pub enum GraphOptimization {
     All,
 }
 
+/// The `ocr` pipeline: PP-OCR detection, orientation and recognition (models in `models.ocr`,
+/// onnxruntime from `runtime`). Defaults follow RapidOCR where it reads well; see docs/ocr.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OcrSettings {
+    /// Load the `ocr` pipeline at start-up (models and onnxruntime must be present).
+    pub enabled: bool,
+    /// Fail at start-up when the `ocr` pipeline cannot be loaded, instead of logging a warning
+    /// and answering `ocr` jobs with an error record.
+    pub required: bool,
+    /// Resolution at which PDF pages are rasterised, in dots per inch (18–600).
+    pub pdf_dpi: f32,
+    /// Longest side of the detector's input in pixels: larger pages are scaled down, and both
+    /// sides are rounded to multiples of 32 (64–8192).
+    pub det_max_side: u32,
+    /// Binarisation threshold of the detector's probability map (0–1).
+    pub det_thresh: f32,
+    /// Minimum mean probability inside a text box (0–1).
+    pub det_box_thresh: f32,
+    /// How far a box is grown around its text core (DB "unclip" ratio).
+    pub det_unclip_ratio: f32,
+    /// Boxes whose short side is below this many detector pixels are dropped.
+    pub det_min_size: f32,
+    /// At most this many text regions per page.
+    pub det_max_candidates: usize,
+    /// Dilate the binary map (2×2) before finding regions, which keeps thin strokes together.
+    pub det_dilate: bool,
+    /// Detect pages turned by 90°, 180° or 270° and read them upright (uses the classifier).
+    pub page_orientation: bool,
+    /// Check every line's 0°/180° orientation with the classifier; a line it calls upside down is
+    /// read both ways and the more confident reading kept.
+    pub line_orientation: bool,
+    /// Classifier score needed to call a line upside down (0–1).
+    pub cls_thresh: f32,
+    /// Line crops per recognition batch (crops of similar width are batched together; 1–64).
+    pub rec_batch_size: usize,
+    /// Lines whose recognition confidence is below this are dropped (0–1).
+    pub min_line_score: f32,
+    /// Normalise recognised text with NFKC: full-width `，）０` become `,)0`.
+    pub normalize: bool,
+}
+
+impl Default for OcrSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            required: false,
+            pdf_dpi: 150.0,
+            det_max_side: 2048,
+            det_thresh: 0.3,
+            det_box_thresh: 0.5,
+            det_unclip_ratio: 1.6,
+            det_min_size: 3.0,
+            det_max_candidates: 1000,
+            det_dilate: true,
+            page_orientation: true,
+            line_orientation: true,
+            cls_thresh: 0.9,
+            rec_batch_size: 6,
+            min_line_score: 0.5,
+            normalize: true,
+        }
+    }
+}
+
 /// What to load: the CLI flags.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -715,6 +781,35 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
         if let Err(why) = crate::models::validate_repo(repo) {
             return fail(&format!("models.{name}"), why);
         }
+    }
+    let o = &s.ocr;
+    if !(18.0..=600.0).contains(&o.pdf_dpi) {
+        return fail("ocr.pdf_dpi", format!("must be 18–600, got {}", o.pdf_dpi));
+    }
+    if !(64..=8192).contains(&o.det_max_side) {
+        return fail("ocr.det_max_side", format!("must be 64–8192, got {}", o.det_max_side));
+    }
+    for (key, v) in [
+        ("ocr.det_thresh", o.det_thresh),
+        ("ocr.det_box_thresh", o.det_box_thresh),
+        ("ocr.cls_thresh", o.cls_thresh),
+        ("ocr.min_line_score", o.min_line_score),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return fail(key, format!("must be 0–1, got {v}"));
+        }
+    }
+    if !(o.det_unclip_ratio > 0.0 && o.det_unclip_ratio <= 10.0) {
+        return fail("ocr.det_unclip_ratio", format!("must be in (0, 10], got {}", o.det_unclip_ratio));
+    }
+    if !(0.0..1000.0).contains(&o.det_min_size) {
+        return fail("ocr.det_min_size", format!("must be 0–1000, got {}", o.det_min_size));
+    }
+    if o.det_max_candidates == 0 {
+        return fail("ocr.det_max_candidates", "must be at least 1".into());
+    }
+    if !(1..=64).contains(&o.rec_batch_size) {
+        return fail("ocr.rec_batch_size", format!("must be 1–64, got {}", o.rec_batch_size));
     }
     if let Some(url) = &s.aws.endpoint_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -1,4 +1,8 @@
-//! Document formats: detection by content (never by file name) and page geometry.
+//! Document formats: detection by content (never by file name), page geometry, and decoding to
+//! pixels (`rasterize`: raster pages as stored, PDF pages rendered at a chosen DPI).
+//!
+//! Limits are checked before anything large is allocated: image dimensions from the header, PDF
+//! page count from the page tree and page size × DPI before rendering.
 
 use std::io::Cursor;
 
@@ -107,15 +111,7 @@ fn corrupt(format: Format, e: impl std::fmt::Display) -> Error {
 }
 
 fn decode_single_image(format: Format, bytes: &[u8], limits: &Limits) -> Result<PageInfo> {
-    let reader = || image::ImageReader::with_format(Cursor::new(bytes), image_format(format));
-    let (width, height) = reader().into_dimensions().map_err(|e| corrupt(format, e))?;
-    check_pixels(width as u64, height as u64, 1, limits)?;
-    let mut reader = reader();
-    let mut image_limits = image::Limits::default();
-    // RGBA16 is the widest layout image decodes these formats to: 8 bytes per pixel.
-    image_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 * 1024 * 1024));
-    reader.limits(image_limits);
-    let img = reader.decode().map_err(|e| corrupt(format, e))?;
+    let img = decode_image(format, bytes, limits)?;
     Ok(PageInfo {
         width: img.width() as f64,
         height: img.height() as f64,
@@ -124,29 +120,56 @@ fn decode_single_image(format: Format, bytes: &[u8], limits: &Limits) -> Result<
     })
 }
 
+/// Decode a single-image format, refusing it from the header when it is over `limits.max_pixels`.
+fn decode_image(format: Format, bytes: &[u8], limits: &Limits) -> Result<image::DynamicImage> {
+    let reader = || image::ImageReader::with_format(Cursor::new(bytes), image_format(format));
+    let (width, height) = reader().into_dimensions().map_err(|e| corrupt(format, e))?;
+    check_pixels(width as u64, height as u64, 1, limits)?;
+    let mut reader = reader();
+    let mut image_limits = image::Limits::default();
+    // RGBA16 is the widest layout image decodes these formats to: 8 bytes per pixel.
+    image_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 * 1024 * 1024));
+    reader.limits(image_limits);
+    reader.decode().map_err(|e| corrupt(format, e))
+}
+
 fn decode_tiff(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
-    use tiff::decoder::{Decoder, DecodingResult};
-    let mut tiff_limits = tiff::decoder::Limits::default();
-    tiff_limits.decoding_buffer_size = (limits.max_pixels.saturating_mul(8)) as usize;
-    let mut decoder = Decoder::new(Cursor::new(bytes)).map_err(|e| corrupt(Format::Tiff, e))?.with_limits(tiff_limits);
     let mut pages = Vec::new();
-    loop {
-        let n = pages.len() + 1;
-        if n as u64 > limits.max_pages as u64 {
-            return Err(Error::LimitExceeded(format!("more than {} pages", limits.max_pages)));
-        }
-        let (w, h) = decoder.dimensions().map_err(|e| corrupt(Format::Tiff, e))?;
-        check_pixels(w as u64, h as u64, n, limits)?;
-        let color = decoder.colortype().map_err(|e| corrupt(Format::Tiff, e))?;
-        let _: DecodingResult = decoder.read_image().map_err(|e| corrupt(Format::Tiff, e))?;
+    each_tiff_page(bytes, limits, |w, h, color, _| {
         pages.push(PageInfo {
             width: w as f64,
             height: h as f64,
             unit: "px",
             color: Some(format!("{color:?}").to_lowercase()),
         });
+        Ok(())
+    })?;
+    Ok(pages)
+}
+
+/// Decode every page of a TIFF in turn, checking the page count and each page's size first.
+fn each_tiff_page(
+    bytes: &[u8],
+    limits: &Limits,
+    mut page: impl FnMut(u32, u32, tiff::ColorType, tiff::decoder::DecodingResult) -> Result<()>,
+) -> Result<()> {
+    use tiff::decoder::Decoder;
+    let mut tiff_limits = tiff::decoder::Limits::default();
+    tiff_limits.decoding_buffer_size = (limits.max_pixels.saturating_mul(8)) as usize;
+    let mut decoder = Decoder::new(Cursor::new(bytes)).map_err(|e| corrupt(Format::Tiff, e))?.with_limits(tiff_limits);
+    let mut n = 0usize;
+    loop {
+        n += 1;
+        if n as u64 > limits.max_pages as u64 {
+            return Err(Error::LimitExceeded(format!("more than {} pages", limits.max_pages)));
+        }
+        let (w, h) = decoder.dimensions().map_err(|e| corrupt(Format::Tiff, e))?;
+        check_pixels(w as u64, h as u64, n, limits)?;
+        let color = decoder.colortype().map_err(|e| corrupt(Format::Tiff, e))?;
+        let data = decoder.read_image().map_err(|e| corrupt(Format::Tiff, e))?;
+        page(w, h, color, data)?;
         if !decoder.more_images() {
-            return Ok(pages);
+            return Ok(());
         }
         decoder.next_image().map_err(|e| corrupt(Format::Tiff, e))?;
     }
@@ -171,6 +194,139 @@ fn pdf_pages(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
             Ok(PageInfo { width: (x1 - x0).abs(), height: (y1 - y0).abs(), unit: "pt", color: None })
         })
         .collect()
+}
+
+/// One page as 8-bit RGB pixels.
+#[derive(Debug, Clone)]
+pub struct RasterPage {
+    pub image: image::RgbImage,
+    /// The resolution a PDF page was rendered at; `None` for raster pages (their own pixels).
+    pub dpi: Option<f32>,
+}
+
+/// Decode every page of a document to RGB pixels: raster formats as stored (alpha composited on
+/// white, grey replicated), PDF pages rendered at `pdf_dpi`. Corrupt, encrypted or unsupported
+/// documents are [`Error::InvalidInput`], documents over `limits` [`Error::LimitExceeded`]; the
+/// renderer's own panics on hostile PDFs are caught and reported the same way.
+pub fn rasterize(bytes: &[u8], limits: &Limits, pdf_dpi: f32) -> Result<(Format, Vec<RasterPage>)> {
+    if bytes.is_empty() {
+        return Err(Error::InvalidInput("document is empty (0 bytes)".into()));
+    }
+    if bytes.len() as u64 > limits.max_input_bytes {
+        return Err(Error::LimitExceeded(format!(
+            "document is {} bytes, over the limit of {}",
+            bytes.len(),
+            limits.max_input_bytes
+        )));
+    }
+    let format = detect_format(bytes).ok_or_else(|| {
+        Error::InvalidInput("unsupported document type: not PNG, JPEG, GIF, WebP, BMP, TIFF or PDF".into())
+    })?;
+    let raster = |image| RasterPage { image, dpi: None };
+    let pages = match format {
+        Format::Pdf => render_pdf(bytes, limits, pdf_dpi)?,
+        Format::Tiff => {
+            let mut pages = Vec::new();
+            each_tiff_page(bytes, limits, |w, h, color, data| {
+                pages.push(raster(tiff_to_rgb(w, h, color, data)?));
+                Ok(())
+            })?;
+            pages
+        }
+        _ => vec![raster(flatten_to_rgb(decode_image(format, bytes, limits)?))],
+    };
+    Ok((format, pages))
+}
+
+/// RGB with any alpha composited over white (scans with transparency read as paper).
+fn flatten_to_rgb(img: image::DynamicImage) -> image::RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = image::RgbImage::new(w, h);
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = p[3] as u32;
+        for c in 0..3 {
+            o[c] = ((p[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+fn tiff_to_rgb(w: u32, h: u32, color: tiff::ColorType, data: tiff::decoder::DecodingResult) -> Result<image::RgbImage> {
+    use image::{DynamicImage, ImageBuffer};
+    use tiff::ColorType as C;
+    use tiff::decoder::DecodingResult as D;
+    let bad = || Error::InvalidInput(format!("unsupported TIFF pixel layout {color:?}"));
+    let short = || corrupt(Format::Tiff, "pixel data shorter than the page");
+    let img = match (color, data) {
+        (C::Gray(8), D::U8(v)) => DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, v).ok_or_else(short)?),
+        (C::Gray(16), D::U16(v)) => DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, v).ok_or_else(short)?),
+        (C::GrayA(8), D::U8(v)) => DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, v).ok_or_else(short)?),
+        (C::RGB(8), D::U8(v)) => DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, v).ok_or_else(short)?),
+        (C::RGB(16), D::U16(v)) => DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, v).ok_or_else(short)?),
+        (C::RGBA(8), D::U8(v)) => DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, v).ok_or_else(short)?),
+        (C::RGBA(16), D::U16(v)) => DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, v).ok_or_else(short)?),
+        (C::CMYK(8), D::U8(v)) => {
+            if v.len() < (w as usize) * (h as usize) * 4 {
+                return Err(short());
+            }
+            let rgb = v
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    let k = 255 - p[3] as u32;
+                    [0, 1, 2].map(|c| ((255 - p[c] as u32) * k / 255) as u8)
+                })
+                .collect();
+            DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, rgb).ok_or_else(short)?)
+        }
+        _ => return Err(bad()),
+    };
+    Ok(flatten_to_rgb(img))
+}
+
+/// Render every page of a PDF at `dpi`. The page tree is checked with lopdf first (encryption,
+/// page count, a readable cross-reference table), so a broken file is refused rather than
+/// half-rendered.
+fn render_pdf(bytes: &[u8], limits: &Limits, dpi: f32) -> Result<Vec<RasterPage>> {
+    use hayro::hayro_syntax::Pdf;
+    use hayro::vello_cpu::color::palette::css::WHITE;
+    pdf_pages(bytes, limits)?;
+    let pdf = Pdf::new(bytes.to_vec()).map_err(|e| corrupt(Format::Pdf, format!("{e:?}")))?;
+    let pages = pdf.pages();
+    if pages.len() as u64 > limits.max_pages as u64 {
+        return Err(Error::LimitExceeded(format!("{} pages, over the limit of {}", pages.len(), limits.max_pages)));
+    }
+    let scale = dpi / 72.0;
+    let cache = hayro::RenderCache::new();
+    let interpreter = hayro::hayro_interpret::InterpreterSettings::default();
+    let render_settings = hayro::RenderSettings::default();
+    let pixmap_settings = hayro::PixmapSettings { x_scale: scale, y_scale: scale, bg_color: WHITE };
+    let mut out = Vec::with_capacity(pages.len());
+    for (i, page) in pages.iter().enumerate() {
+        let (w_pt, h_pt) = page.render_dimensions();
+        let (w, h) = ((w_pt * scale) as u64, (h_pt * scale) as u64);
+        check_pixels(w, h, i + 1, limits)?;
+        if w == 0 || h == 0 || w > u16::MAX as u64 || h > u16::MAX as u64 {
+            return Err(Error::LimitExceeded(format!(
+                "page {} renders to {w}×{h} pixels at {dpi} dpi; sides must be 1–{}",
+                i + 1,
+                u16::MAX
+            )));
+        }
+        let pixmap = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            hayro::render(page, &cache, &interpreter, &render_settings, &pixmap_settings)
+        }))
+        .map_err(|_| corrupt(Format::Pdf, format!("the renderer failed on page {}", i + 1)))?;
+        let (pw, ph) = (pixmap.width() as u32, pixmap.height() as u32);
+        // The background is opaque white, so premultiplied values are the colours themselves.
+        let rgb: Vec<u8> = pixmap.data().iter().flat_map(|p| [p.r, p.g, p.b]).collect();
+        let image = image::RgbImage::from_raw(pw, ph, rgb).ok_or_else(|| corrupt(Format::Pdf, "bad pixmap size"))?;
+        out.push(RasterPage { image, dpi: Some(dpi) });
+    }
+    Ok(out)
 }
 
 /// A page's MediaBox, inherited from its ancestors when the page has none.

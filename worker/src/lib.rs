@@ -6,6 +6,7 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod runner;
+pub mod runtime;
 pub mod shutdown;
 
 pub use pipeline::{Pipeline, Pipelines};

@@ -11,6 +11,7 @@ use docfleet_core::{Error, Result, Settings};
 use serde_json::{Map, Value};
 
 pub mod inspect;
+pub mod ocr;
 pub mod sleep;
 
 /// An input document, fully read.
@@ -43,6 +44,8 @@ pub trait Pipeline: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Pipelines {
     by_name: BTreeMap<&'static str, Arc<dyn Pipeline>>,
+    /// Pipelines that could not be loaded (models missing, ...), with the reason.
+    unavailable: BTreeMap<&'static str, String>,
 }
 
 impl Pipelines {
@@ -50,6 +53,15 @@ impl Pipelines {
     pub fn builtin(settings: &Settings) -> Self {
         let mut p = Self::default();
         p.register(Arc::new(inspect::Inspect::new(settings.limits.clone())));
+        if settings.ocr.enabled {
+            match ocr::OcrEngine::load(settings) {
+                Ok(engine) => p.register(Arc::new(ocr::Ocr::new(Arc::new(engine)))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the `ocr` pipeline is not available");
+                    p.unavailable.insert("ocr", e.to_string());
+                }
+            }
+        }
         if settings.worker.diagnostic_pipelines {
             p.register(Arc::new(sleep::Sleep::new(settings.limits.clone())));
         }
@@ -60,8 +72,15 @@ impl Pipelines {
         self.by_name.insert(pipeline.name(), pipeline);
     }
 
-    /// The pipeline called `name`, or an error listing the available ones.
+    /// The pipeline called `name`, or an error listing the available ones (for a built-in
+    /// pipeline that failed to load: why, and how to fix it).
     pub fn get(&self, name: &str) -> Result<Arc<dyn Pipeline>> {
+        if let Some(why) = self.unavailable.get(name) {
+            return Err(Error::Model(format!(
+                "pipeline `{name}` is not available: {}",
+                why.strip_prefix("model error: ").unwrap_or(why)
+            )));
+        }
         self.by_name.get(name).cloned().ok_or_else(|| {
             Error::InvalidJob(format!("unknown pipeline `{name}` (available: {})", self.names().join(", ")))
         })

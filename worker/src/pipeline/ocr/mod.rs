@@ -1,0 +1,358 @@
+//! `ocr`: PP-OCR on onnxruntime. Each page (PDF pages rasterised at `ocr.pdf_dpi`) goes through
+//! detection ([`det`]), page and line orientation ([`cls`]), batched recognition ([`rec`]),
+//! reading order ([`layout`]) and text clean-up ([`postprocess`]). The result lists pages → lines
+//! {text, confidence, polygon} with page sizes, model ids and per-stage timings; a plain-text
+//! rendition is stored beside it.
+
+pub mod cls;
+pub mod det;
+pub mod geometry;
+pub mod layout;
+pub mod postprocess;
+pub mod rec;
+mod sample;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use docfleet_core::config::{Limits, OcrSettings};
+use docfleet_core::{Error, Result, Settings, models};
+use image::RgbImage;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use self::geometry::{Quad, bounds, quad_size, rotate_corners, to_upright};
+use self::rec::Dictionary;
+use super::{Document, Pipeline, PipelineOutput};
+use crate::document::rasterize;
+use crate::runtime::{Model, Runtime, SETUP_HINT};
+
+/// Lines sampled for the page-orientation vote (the longest ones).
+const ORIENTATION_SAMPLE: usize = 32;
+
+/// The loaded models and settings, shared by every job.
+pub struct OcrEngine {
+    runtime: Arc<Runtime>,
+    det: Model,
+    cls: Option<Model>,
+    rec: Model,
+    dict: Dictionary,
+    settings: OcrSettings,
+    limits: Limits,
+}
+
+/// Time spent per stage, summed over pages.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    pub decode: Duration,
+    pub det: det::DetTimes,
+    pub cls_pre: Duration,
+    pub cls_model: Duration,
+    pub rec_pre: Duration,
+    pub rec_model: Duration,
+    pub rec_post: Duration,
+    pub layout: Duration,
+}
+
+impl Timings {
+    /// Time inside onnxruntime (the sum of session runs).
+    pub fn model(&self) -> Duration {
+        self.det.model + self.cls_model + self.rec_model
+    }
+
+    /// Pre- and post-processing around the models (not decoding or rendering the document).
+    pub fn pre_post(&self) -> Duration {
+        self.det.pre + self.det.post + self.cls_pre + self.rec_pre + self.rec_post + self.layout
+    }
+
+    fn add(&mut self, o: &Timings) {
+        self.decode += o.decode;
+        self.det.pre += o.det.pre;
+        self.det.model += o.det.model;
+        self.det.post += o.det.post;
+        self.cls_pre += o.cls_pre;
+        self.cls_model += o.cls_model;
+        self.rec_pre += o.rec_pre;
+        self.rec_model += o.rec_model;
+        self.rec_post += o.rec_post;
+        self.layout += o.layout;
+    }
+
+    fn to_json(self, total: Option<Duration>) -> Value {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+        let mut v = json!({
+            "decode": ms(self.decode),
+            "det_pre": ms(self.det.pre),
+            "det_model": ms(self.det.model),
+            "det_post": ms(self.det.post),
+            "cls_pre": ms(self.cls_pre),
+            "cls_model": ms(self.cls_model),
+            "rec_pre": ms(self.rec_pre),
+            "rec_model": ms(self.rec_model),
+            "rec_post": ms(self.rec_post),
+            "layout": ms(self.layout),
+            "model": ms(self.model()),
+            "pre_post": ms(self.pre_post()),
+        });
+        if let Some(total) = total {
+            v["total"] = json!(ms(total));
+        }
+        v
+    }
+}
+
+/// One line of a page in reading order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub text: String,
+    pub confidence: f32,
+    /// Corners clockwise from the text's top-left, in the stored page's pixels.
+    pub polygon: Quad,
+    /// Block (paragraph, column part, table cell) the line belongs to, numbered in reading order.
+    pub block: usize,
+}
+
+/// What OCR read on one page.
+#[derive(Debug, Clone)]
+pub struct PageReading {
+    /// How far the stored page is turned clockwise from upright (0, 90, 180, 270); it was read upright.
+    pub rotation: u32,
+    pub lines: Vec<Line>,
+    pub text: String,
+}
+
+impl OcrEngine {
+    /// Load the models named by `models.ocr` (detection, orientation, recognition, in that order)
+    /// into the shared runtime. Fails with a message naming what is missing and how to get it.
+    pub fn load(settings: &Settings) -> Result<Self> {
+        let runtime = Runtime::shared(settings)?;
+        let repo = &settings.models.ocr;
+        let [det_file, cls_file, rec_file] = &repo.files[..] else {
+            return Err(Error::Model(format!(
+                "models.ocr.files must list the detection, orientation and recognition models, in that order (got {:?})",
+                repo.files
+            )));
+        };
+        let snap = models::locate(&settings.models, "ocr", repo).map_err(|e| {
+            Error::Model(format!("{}. Or {SETUP_HINT}", e.to_string().trim_start_matches("model error: ")))
+        })?;
+        let load = |file: &str| runtime.load_model(&snap.file(file), format!("{}/{file}", snap.id()));
+        let s = settings.ocr.clone();
+        let det = load(det_file)?;
+        let cls = if s.page_orientation || s.line_orientation { Some(load(cls_file)?) } else { None };
+        let rec = load(rec_file)?;
+        let character = rec.character_metadata().ok_or_else(|| {
+            Error::Model(format!("{} has no `character` metadata entry (the recognition dictionary)", rec.id))
+        })?;
+        let dict = Dictionary::from_metadata(character);
+        if dict.is_empty() {
+            return Err(Error::Model(format!("{}: the recognition dictionary is empty", rec.id)));
+        }
+        Ok(Self { runtime, det, cls, rec, dict, settings: s, limits: settings.limits.clone() })
+    }
+
+    /// Model ids with revisions, for result records.
+    pub fn model_ids(&self) -> Value {
+        json!({
+            "detection": self.det.id,
+            "orientation": self.cls.as_ref().map(|m| m.id.clone()),
+            "recognition": self.rec.id,
+            "runtime": self.runtime.describe(),
+            "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+        })
+    }
+
+    /// Read a whole document: the result record's `output` and the plain-text rendition.
+    pub fn read_document(&self, bytes: &[u8]) -> Result<(Value, String)> {
+        let started = Instant::now();
+        let (format, pages) = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
+        let mut total = Timings { decode: started.elapsed(), ..Timings::default() };
+        let mut page_values = Vec::with_capacity(pages.len());
+        let mut texts = Vec::with_capacity(pages.len());
+        for (i, page) in pages.iter().enumerate() {
+            let mut t = Timings::default();
+            let reading = self.read_page(&page.image, &mut t)?;
+            total.add(&t);
+            let mut v = json!({
+                "page": i + 1,
+                "width": page.image.width(),
+                "height": page.image.height(),
+                "unit": "px",
+                "rotation": reading.rotation,
+                "lines": reading.lines,
+                "text": reading.text,
+                "timings_ms": t.to_json(None),
+            });
+            if let Some(dpi) = page.dpi {
+                v["dpi"] = json!(dpi);
+            }
+            page_values.push(v);
+            texts.push(reading.text);
+        }
+        let text = texts.join("\n\u{c}\n");
+        let output = json!({
+            "format": format,
+            "mime_type": format.mime(),
+            "bytes": bytes.len(),
+            "page_count": page_values.len(),
+            "pages": page_values,
+            "text": text,
+            "models": self.model_ids(),
+            "timings_ms": total.to_json(Some(started.elapsed())),
+        });
+        Ok((output, format!("{text}\n")))
+    }
+
+    /// Read one page image.
+    pub fn read_page(&self, img: &RgbImage, t: &mut Timings) -> Result<PageReading> {
+        let s = &self.settings;
+        let boxes = det::detect(&self.det, img, s, &mut t.det)?;
+        if boxes.is_empty() {
+            return Ok(PageReading { rotation: 0, lines: Vec::new(), text: String::new() });
+        }
+        let (width, height) = (img.width() as f32, img.height() as f32);
+
+        let turns = match (&self.cls, s.page_orientation) {
+            (Some(cls), true) => self.page_turns(cls, img, &boxes, t)?,
+            _ => 0,
+        };
+        // Reading quads: corners from the text's top-left. A box still standing upright after the
+        // page turn (a vertical label) is read turned, as PP-OCR does.
+        let mut quads: Vec<Quad> = boxes
+            .iter()
+            .map(|b| {
+                let q = rotate_corners(&b.quad, turns);
+                let (w, h) = quad_size(&q);
+                if h >= 1.5 * w { rotate_corners(&q, 1) } else { q }
+            })
+            .collect();
+
+        // Lines the classifier calls upside down on a page that is not: read both ways, keep the
+        // more confident reading (the classifier alone flips long upright lines it squeezed).
+        let mut doubtful = Vec::new();
+        if let (Some(cls), true) = (&self.cls, s.line_orientation) {
+            let verdicts = cls::classify(cls, img, &quads, &mut t.cls_pre, &mut t.cls_model)?;
+            doubtful =
+                (0..quads.len()).filter(|&i| verdicts[i].upside_down && verdicts[i].score >= s.cls_thresh).collect();
+        }
+        let mut crops = quads.clone();
+        crops.extend(doubtful.iter().map(|&i| rotate_corners(&quads[i], 2)));
+        let read = rec::recognize(
+            &self.rec,
+            &self.dict,
+            img,
+            &crops,
+            s.rec_batch_size,
+            &mut t.rec_pre,
+            &mut t.rec_model,
+            &mut t.rec_post,
+        )?;
+        let (mut texts, alternatives) = {
+            let mut read = read;
+            let alt = read.split_off(quads.len());
+            (read, alt)
+        };
+        for (&i, alt) in doubtful.iter().zip(alternatives) {
+            if alt.score > texts[i].score {
+                texts[i] = alt;
+                quads[i] = rotate_corners(&quads[i], 2);
+            }
+        }
+
+        let started = Instant::now();
+        let mut kept = Vec::new();
+        for (i, r) in texts.iter_mut().enumerate() {
+            if s.normalize {
+                r.text = postprocess::normalize(&r.text);
+            } else {
+                r.text = r.text.trim().to_owned();
+            }
+            if r.score >= s.min_line_score && !r.text.is_empty() {
+                kept.push(i);
+            }
+        }
+        let rects: Vec<layout::Rect> =
+            kept.iter().map(|&i| bounds(&boxes[i].quad.map(|p| to_upright(p, turns, width, height)))).collect();
+        let rows = layout::reading_order(&rects);
+        let mut lines = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let members: Vec<usize> = row.fragments.iter().map(|&f| kept[f]).collect();
+            let parts: Vec<&str> = members.iter().map(|&i| texts[i].text.as_str()).collect();
+            let part_rects: Vec<layout::Rect> = row.fragments.iter().map(|&f| rects[f]).collect();
+            let text = postprocess::join_fragments(&parts, &part_rects);
+            let chars: f32 = members.iter().map(|&i| texts[i].text.chars().count() as f32).sum();
+            let confidence =
+                members.iter().map(|&i| texts[i].score * texts[i].text.chars().count() as f32).sum::<f32>()
+                    / chars.max(1.0);
+            let (first, last) = (&quads[members[0]], &quads[*members.last().expect("rows are non-empty")]);
+            let polygon = if members.len() == 1 { *first } else { [first[0], last[1], last[2], first[3]] };
+            lines.push(Line { text, confidence: (confidence * 1e4).round() / 1e4, polygon, block: row.block });
+        }
+        let row_texts: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+        let text = postprocess::page_text(&rows, &row_texts);
+        t.layout += started.elapsed();
+        Ok(PageReading { rotation: (turns as u32 % 4) * 90, lines, text })
+    }
+
+    /// How many quarter turns (clockwise) the page is from upright: lines mostly standing
+    /// vertical mean 90° or 270°, and the classifier's votes (weighted by line length) on the
+    /// longest lines, read that way, tell whether they are upside down.
+    fn page_turns(&self, cls: &Model, img: &RgbImage, boxes: &[det::TextBox], t: &mut Timings) -> Result<usize> {
+        let (mut horizontal, mut vertical) = (0f32, 0f32);
+        for b in boxes {
+            let (w, h) = quad_size(&b.quad);
+            if w >= 2.0 * h {
+                horizontal += w;
+            } else if h >= 2.0 * w {
+                vertical += h;
+            }
+        }
+        let base = if vertical > horizontal { 1 } else { 0 };
+        let mut sample: Vec<(f32, Quad)> = boxes
+            .iter()
+            .filter_map(|b| {
+                let q = rotate_corners(&b.quad, base);
+                let (w, h) = quad_size(&q);
+                (w >= 2.0 * h).then_some((w, q))
+            })
+            .collect();
+        if sample.is_empty() {
+            return Ok(base);
+        }
+        sample.sort_by(|a, b| b.0.total_cmp(&a.0));
+        sample.truncate(ORIENTATION_SAMPLE);
+        let quads: Vec<Quad> = sample.iter().map(|s| s.1).collect();
+        let verdicts = cls::classify(cls, img, &quads, &mut t.cls_pre, &mut t.cls_model)?;
+        let total: f32 = sample.iter().map(|s| s.0).sum();
+        let flipped: f32 = sample.iter().zip(&verdicts).filter(|(_, v)| v.upside_down).map(|(s, _)| s.0).sum();
+        Ok(if flipped > 0.5 * total { base + 2 } else { base })
+    }
+}
+
+/// The `ocr` pipeline.
+pub struct Ocr {
+    engine: Arc<OcrEngine>,
+}
+
+impl Ocr {
+    pub fn new(engine: Arc<OcrEngine>) -> Self {
+        Self { engine }
+    }
+}
+
+#[async_trait]
+impl Pipeline for Ocr {
+    fn name(&self) -> &'static str {
+        "ocr"
+    }
+
+    async fn process(&self, doc: &Document, _params: &Map<String, Value>) -> Result<PipelineOutput> {
+        let bytes = doc.bytes.clone();
+        let engine = self.engine.clone();
+        let (result, text) = tokio::task::spawn_blocking(move || engine.read_document(&bytes))
+            .await
+            .map_err(|e| Error::InvalidInput(format!("OCR crashed on this document: {e}")))??;
+        Ok(PipelineOutput { result, text: Some(text) })
+    }
+}

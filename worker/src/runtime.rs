@@ -1,0 +1,270 @@
+//! The one owner of onnxruntime in the worker: loads the shared library once per process, picks
+//! the execution provider, and builds sessions that every job shares. The `ocr` pipeline uses it
+//! now; any later ONNX pipeline (e.g. `vlm`) loads its models through [`Runtime::load_model`] too.
+//!
+//! The library is never downloaded here: its path is `runtime.dylib_path`, else `ORT_DYLIB_PATH`,
+//! else the `models.onnxruntime` repo in the model cache (see `scripts/setup/onnxruntime.sh`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use docfleet_core::config::{ExecutionProvider, GraphOptimization, RuntimeSettings, Settings};
+use docfleet_core::{Error, Result, models};
+use ort::ep::ExecutionProvider as _;
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::TensorRef;
+
+/// How to obtain the model files and the library when they are missing.
+pub const SETUP_HINT: &str = "run `scripts/setup/onnxruntime.sh` to fetch onnxruntime and the PP-OCR models into the \
+                              Hugging Face cache (see docs/ocr.md)";
+
+/// A loaded onnxruntime: the library, its environment and the provider sessions run on.
+pub struct Runtime {
+    env: ort::environment::Environment,
+    settings: RuntimeSettings,
+    /// The provider sessions actually use (CPU after a fallback).
+    provider: ExecutionProvider,
+    /// Where the library was loaded from, and the model-cache id when it came from there.
+    library: PathBuf,
+    library_id: Option<String>,
+    version: String,
+}
+
+/// The library can be loaded once per process; later calls share the first result.
+static RUNTIME: OnceLock<std::result::Result<Arc<Runtime>, String>> = OnceLock::new();
+
+impl Runtime {
+    /// The process's runtime, initialised from `settings` on first use.
+    pub fn shared(settings: &Settings) -> Result<Arc<Runtime>> {
+        RUNTIME.get_or_init(|| Runtime::init(settings).map(Arc::new).map_err(|e| e.to_string())).clone().map_err(
+            |msg| {
+                // Keep the message as it was, without a second "model error:" prefix.
+                Error::Model(msg.strip_prefix("model error: ").unwrap_or(&msg).to_owned())
+            },
+        )
+    }
+
+    fn init(settings: &Settings) -> Result<Runtime> {
+        let (library, library_id) = locate_library(settings)?;
+        let builder = ort::init_from(&library).map_err(|e| {
+            Error::Model(format!("cannot load onnxruntime from {}: {e}. {SETUP_HINT}", library.display()))
+        })?;
+        let env = builder
+            .with_name("docfleet")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| Error::Model(format!("cannot create the onnxruntime environment: {e}")))?;
+        let rt = &settings.runtime;
+        let provider = choose_provider(rt)?;
+        let version = library
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split(".so.").nth(1))
+            .unwrap_or("unknown")
+            .to_owned();
+        tracing::info!(library = %library.display(), ?provider, intra_threads = rt.intra_threads, inter_threads = rt.inter_threads, "onnxruntime loaded");
+        Ok(Runtime { env, settings: rt.clone(), provider, library, library_id, version })
+    }
+
+    /// The provider sessions run on.
+    pub fn provider(&self) -> ExecutionProvider {
+        self.provider
+    }
+
+    /// `library@version` and its cache id, for result records.
+    pub fn describe(&self) -> String {
+        match &self.library_id {
+            Some(id) => format!("onnxruntime {} ({id})", self.version),
+            None => format!("onnxruntime {} ({})", self.version, self.library.display()),
+        }
+    }
+
+    /// Build a session for the model file at `path`. `id` names it in results and errors.
+    pub fn load_model(&self, path: &Path, id: String) -> Result<Model> {
+        let started = Instant::now();
+        let bad =
+            |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
+        let builder = self.session_builder().map_err(|e| bad(&e))?;
+        let mut builder = match self.provider {
+            ExecutionProvider::Cpu => builder,
+            other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
+        };
+        let session = builder.commit_from_file(path).map_err(|e| bad(&e))?;
+        let input =
+            session.inputs().first().map(|o| o.name().to_owned()).ok_or_else(|| bad(&"the model has no input"))?;
+        let output =
+            session.outputs().first().map(|o| o.name().to_owned()).ok_or_else(|| bad(&"the model has no output"))?;
+        let metadata = session.metadata().ok();
+        let character = metadata.as_ref().and_then(|m| m.custom("character"));
+        drop(metadata);
+        tracing::debug!(model = %id, ms = started.elapsed().as_millis() as u64, "model loaded");
+        Ok(Model { id, input, output, character, session: Mutex::new(session) })
+    }
+
+    fn session_builder(&self) -> ort::Result<SessionBuilder> {
+        let rt = &self.settings;
+        let mut b = Session::builder(&self.env)?
+            .with_optimization_level(match rt.graph_optimization {
+                GraphOptimization::Disable => GraphOptimizationLevel::Disable,
+                GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+                GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+                GraphOptimization::All => GraphOptimizationLevel::All,
+            })?
+            // Input shapes change with every page and line batch: planning memory per shape wastes RSS.
+            .with_memory_pattern(false)?;
+        if rt.intra_threads > 0 {
+            b = b.with_intra_threads(rt.intra_threads)?;
+        }
+        if rt.inter_threads > 0 {
+            b = b.with_inter_threads(rt.inter_threads)?.with_parallel_execution(true)?;
+        }
+        Ok(b)
+    }
+}
+
+/// The library path: `runtime.dylib_path`, `ORT_DYLIB_PATH`, then the `models.onnxruntime` repo.
+fn locate_library(settings: &Settings) -> Result<(PathBuf, Option<String>)> {
+    let check = |path: PathBuf, from: &str| {
+        if path.is_file() {
+            Ok((path, None))
+        } else {
+            Err(Error::Model(format!(
+                "onnxruntime library {} (from {from}) does not exist. {SETUP_HINT}",
+                path.display()
+            )))
+        }
+    };
+    if let Some(path) = &settings.runtime.dylib_path {
+        return check(path.clone(), "runtime.dylib_path");
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return check(PathBuf::from(path), "ORT_DYLIB_PATH");
+    }
+    let repo = &settings.models.onnxruntime;
+    let file = repo.files.first().ok_or_else(|| {
+        Error::Model(format!(
+            "no onnxruntime library configured: set runtime.dylib_path, ORT_DYLIB_PATH or models.onnxruntime.files. {SETUP_HINT}"
+        ))
+    })?;
+    let snap = models::locate(&settings.models, "onnxruntime", repo)
+        .map_err(|e| Error::Model(format!("{}. Or {SETUP_HINT}", e.to_string().trim_start_matches("model error: "))))?;
+    Ok((snap.file(file), Some(snap.id())))
+}
+
+/// The provider to use, decided once: GPU providers need a library built with them.
+fn choose_provider(rt: &RuntimeSettings) -> Result<ExecutionProvider> {
+    let available = match rt.execution_provider {
+        ExecutionProvider::Cpu => return Ok(ExecutionProvider::Cpu),
+        ExecutionProvider::Cuda => ort::ep::CUDA::is_available(),
+        ExecutionProvider::Tensorrt => ort::ep::TensorRT::is_available(),
+    };
+    match available {
+        Ok(true) => Ok(rt.execution_provider),
+        Ok(false) | Err(_) => unavailable(
+            rt,
+            "the loaded onnxruntime library was built without it (the CPU wheel `onnxruntime`; use `onnxruntime-gpu`)",
+        ),
+    }
+}
+
+fn unavailable(rt: &RuntimeSettings, why: &str) -> Result<ExecutionProvider> {
+    let name = format!("{:?}", rt.execution_provider).to_lowercase();
+    if rt.provider_fallback {
+        tracing::warn!(provider = %name, reason = why, "execution provider unavailable; running on CPU (runtime.provider_fallback = true)");
+        Ok(ExecutionProvider::Cpu)
+    } else {
+        Err(Error::Model(format!(
+            "execution provider `{name}` (runtime.execution_provider) is not available: {why}; set \
+             runtime.provider_fallback = true to run on CPU instead"
+        )))
+    }
+}
+
+fn with_gpu_provider(builder: SessionBuilder, provider: ExecutionProvider, device: i32) -> ort::Result<SessionBuilder> {
+    let eps = match provider {
+        ExecutionProvider::Tensorrt => vec![
+            ort::ep::TensorRT::default().with_device_id(device).build().error_on_failure(),
+            // Nodes TensorRT cannot take run on CUDA rather than CPU.
+            ort::ep::CUDA::default().with_device_id(device).build(),
+        ],
+        _ => vec![ort::ep::CUDA::default().with_device_id(device).build().error_on_failure()],
+    };
+    Ok(builder.with_execution_providers(eps)?)
+}
+
+/// One model's session, shared by every job. onnxruntime sessions run one call at a time here:
+/// each run already uses `runtime.intra_threads` cores, so concurrent jobs overlap their pre- and
+/// post-processing with each other's model runs instead of oversubscribing the CPU.
+pub struct Model {
+    /// `repo@commit/file`, for result records.
+    pub id: String,
+    input: String,
+    output: String,
+    /// The `character` metadata entry (PP-OCR recognition models keep their dictionary there).
+    character: Option<String>,
+    session: Mutex<Session>,
+}
+
+impl Model {
+    /// The model's `character` metadata entry, if it has one.
+    pub fn character_metadata(&self) -> Option<&str> {
+        self.character.as_deref()
+    }
+
+    /// Run the model on one f32 tensor of `shape` and hand the first output (shape, values) to
+    /// `read`. Returns `read`'s result and the time spent in onnxruntime.
+    pub fn run<T>(
+        &self,
+        shape: &[usize],
+        data: &[f32],
+        read: impl FnOnce(&[usize], &[f32]) -> T,
+    ) -> Result<(T, Duration)> {
+        let fail = |e: &dyn std::fmt::Display| Error::Model(format!("{} failed on input {shape:?}: {e}", self.id));
+        let input = TensorRef::from_array_view((shape.to_vec(), data)).map_err(|e| fail(&e))?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let outputs = session.run(ort::inputs![self.input.as_str() => input]).map_err(|e| fail(&e))?;
+        let elapsed = started.elapsed();
+        let (out_shape, values) = outputs[self.output.as_str()].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
+        let dims: Vec<usize> = out_shape.iter().map(|&d| d.max(0) as usize).collect();
+        Ok((read(&dims, values), elapsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_provider_without_support_falls_back_or_fails_clearly() {
+        let mut rt = RuntimeSettings { execution_provider: ExecutionProvider::Cuda, ..RuntimeSettings::default() };
+        rt.provider_fallback = true;
+        assert_eq!(unavailable(&rt, "no CUDA").unwrap(), ExecutionProvider::Cpu);
+        rt.provider_fallback = false;
+        let err = unavailable(&rt, "no CUDA").unwrap_err().to_string();
+        assert!(err.contains("`cuda`") && err.contains("provider_fallback"), "{err}");
+    }
+
+    #[test]
+    fn missing_library_names_the_setup_step() {
+        let mut settings = Settings::default();
+        settings.runtime.dylib_path = Some(PathBuf::from("/nonexistent/libonnxruntime.so"));
+        let err = locate_library(&settings).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/libonnxruntime.so") && err.contains("scripts/setup/onnxruntime.sh"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        settings.runtime.dylib_path = None;
+        settings.models.cache_dir = Some(dir.path().to_owned());
+        // SAFETY: only this test reads ORT_DYLIB_PATH while it runs... unless it is set for the
+        // whole process, in which case the cache lookup is not reached; skip the second half then.
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            let err = locate_library(&settings).unwrap_err().to_string();
+            assert!(err.contains("docfleet/onnxruntime-cpu") && err.contains("scripts/setup/onnxruntime.sh"), "{err}");
+        }
+    }
+}
