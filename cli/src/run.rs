@@ -19,9 +19,9 @@ use crate::results::write_under;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Pipeline to run [default: worker.default_pipeline of the configuration]
-    #[arg(long)]
-    pub pipeline: Option<String>,
+    /// Pipeline to run (`inspect` for format and page checks only).
+    #[arg(long, default_value = "ocr")]
+    pub pipeline: String,
     /// Pipeline parameters, a JSON object.
     #[arg(long, value_name = "JSON")]
     pub params: Option<String>,
@@ -40,7 +40,7 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let settings = loaded.settings;
     let backends = docfleet_core::Backends::connect(&settings).await?;
-    let pipeline = args.pipeline.clone().unwrap_or_else(|| settings.worker.default_pipeline.clone());
+    let pipeline = args.pipeline.clone();
     let pipelines = Pipelines::builtin(&settings);
     pipelines.get(&pipeline)?;
 

@@ -70,6 +70,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let loading = Instant::now();
     let pipelines = Pipelines::builtin(&loaded.settings);
+    // A worker that cannot run its default pipeline (or a required one) must not take jobs.
+    pipelines.get(&loaded.settings.worker.default_pipeline).context("worker.default_pipeline")?;
+    if loaded.settings.ocr.required {
+        pipelines.get("ocr").context("ocr.required is set")?;
+    }
     for name in pipelines.names() {
         metrics
             .model_load_seconds
