@@ -166,8 +166,9 @@ fn ocr_reads_the_fixtures_better_than_rapidocr() {
     assert!(overall <= 0.03, "average CER {overall:.4} over 3 %\n{report}");
 
     // The plain-text rendition is stored beside each result.
-    let txt =
-        tmp.path().join(".docfleet/store/docfleet-output/results/ocr/docfleet-input/documents/page_paragraph.png.txt");
+    let txt = tmp
+        .path()
+        .join(".docfleet/store/docfleet-output/results/ocr/docfleet-input/documents/docs/page_paragraph.png.txt");
     let stored = std::fs::read_to_string(&txt).unwrap_or_else(|e| panic!("{}: {e}", txt.display()));
     let result = read_json(&out_dir.join("docs/page_paragraph.png.ocr.json"));
     assert_eq!(stored.trim_end(), result["output"]["text"].as_str().unwrap());

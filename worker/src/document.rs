@@ -303,11 +303,11 @@ fn render_pdf(bytes: &[u8], limits: &Limits, dpi: f32) -> Result<Vec<RasterPage>
     let cache = hayro::RenderCache::new();
     let interpreter = hayro::hayro_interpret::InterpreterSettings::default();
     let render_settings = hayro::RenderSettings::default();
-    let pixmap_settings = hayro::PixmapSettings { x_scale: scale, y_scale: scale, bg_color: WHITE };
     let mut out = Vec::with_capacity(pages.len());
     for (i, page) in pages.iter().enumerate() {
         let (w_pt, h_pt) = page.render_dimensions();
-        let (w, h) = ((w_pt * scale) as u64, (h_pt * scale) as u64);
+        // Whole pixels covering the page, as pdfium sizes it (`ceil(pt × dpi / 72)`).
+        let (w, h) = ((w_pt * scale).ceil() as u64, (h_pt * scale).ceil() as u64);
         check_pixels(w, h, i + 1, limits)?;
         if w == 0 || h == 0 || w > u16::MAX as u64 || h > u16::MAX as u64 {
             return Err(Error::LimitExceeded(format!(
@@ -316,6 +316,12 @@ fn render_pdf(bytes: &[u8], limits: &Limits, dpi: f32) -> Result<Vec<RasterPage>
                 u16::MAX
             )));
         }
+        // hayro truncates `points × scale`; scale each axis so that lands on the whole size.
+        let pixmap_settings = hayro::PixmapSettings {
+            x_scale: (w as f32 + 0.01) / w_pt,
+            y_scale: (h as f32 + 0.01) / h_pt,
+            bg_color: WHITE,
+        };
         let pixmap = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             hayro::render(page, &cache, &interpreter, &render_settings, &pixmap_settings)
         }))

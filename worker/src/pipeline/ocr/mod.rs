@@ -30,6 +30,8 @@ use crate::runtime::{Model, Runtime, SETUP_HINT};
 
 /// Lines sampled for the page-orientation vote (the longest ones).
 const ORIENTATION_SAMPLE: usize = 32;
+/// Lines read both ways to confirm that a page is upside down.
+const VERIFY_SAMPLE: usize = 4;
 
 /// The loaded models and settings, shared by every job.
 pub struct OcrEngine {
@@ -326,7 +328,28 @@ impl OcrEngine {
         let verdicts = cls::classify(cls, img, &quads, &mut t.cls_pre, &mut t.cls_model)?;
         let total: f32 = sample.iter().map(|s| s.0).sum();
         let flipped: f32 = sample.iter().zip(&verdicts).filter(|(_, v)| v.upside_down).map(|(s, _)| s.0).sum();
-        Ok(if flipped > 0.5 * total { base + 2 } else { base })
+        if flipped <= 0.5 * total {
+            return Ok(base);
+        }
+        // The classifier squeezes long lines to 192 columns and then calls some upright ones
+        // upside down; before turning the page, check that the longest lines really read better
+        // that way.
+        let probe: Vec<Quad> = quads.iter().take(VERIFY_SAMPLE).copied().collect();
+        let mut crops = probe.clone();
+        crops.extend(probe.iter().map(|q| rotate_corners(q, 2)));
+        let read = rec::recognize(
+            &self.rec,
+            &self.dict,
+            img,
+            &crops,
+            self.settings.rec_batch_size,
+            &mut t.rec_pre,
+            &mut t.rec_model,
+            &mut t.rec_post,
+        )?;
+        let confidence = |r: &[rec::Recognized]| r.iter().map(|r| r.score).sum::<f32>() / r.len().max(1) as f32;
+        let (as_is, turned) = read.split_at(probe.len());
+        Ok(if confidence(turned) > confidence(as_is) { base + 2 } else { base })
     }
 }
 
