@@ -6,8 +6,8 @@ Checks, each failing the run:
   1. every kustomization under deploy/ renders with `kubectl kustomize`;
   2. every rendered object of a built-in API group validates against the Kubernetes schemas of
      --k8s-version with `kubernetes-validate --strict` (unknown fields are errors);
-  3. every KEDA object (keda.sh) validates against deploy/schemas/keda/<kind>_<version>.json with
-     check-jsonschema; an object of any other group has no schema here and fails;
+  3. every KEDA (keda.sh) and prometheus-operator (monitoring.coreos.com) object validates against
+     deploy/schemas/<group>/<kind>_<version>.json with check-jsonschema; an object of any other group has no schema here and fails;
   4. docker-compose.yml validates against the compose specification
      (`check-jsonschema --builtin-schema vendor.compose-spec`);
   5. Dockerfile and localstack/Dockerfile pass hadolint (configuration: .hadolint.yaml).
@@ -33,7 +33,10 @@ BUILTIN_GROUPS = {
     "apiregistration.k8s.io", "storage.k8s.io", "scheduling.k8s.io", "node.k8s.io", "coordination.k8s.io",
     "admissionregistration.k8s.io", "apiextensions.k8s.io", "certificates.k8s.io", "discovery.k8s.io",
 }
-SCHEMA_DIRS = {"keda.sh": ROOT / "deploy" / "schemas" / "keda"}
+SCHEMA_DIRS = {
+    "keda.sh": ROOT / "deploy" / "schemas" / "keda",
+    "monitoring.coreos.com": ROOT / "deploy" / "schemas" / "monitoring",
+}
 DOCKERFILES = ["Dockerfile", "localstack/Dockerfile"]
 
 
@@ -60,8 +63,13 @@ def run(cmd, **kw):
 
 
 def kustomizations():
-    """Every directory under deploy/ holding a kustomization.yaml, base first."""
-    dirs = sorted(p.parent for p in (ROOT / "deploy").rglob("kustomization.yaml"))
+    """Every directory under deploy/ holding a kustomization.yaml, base first. Components render as
+    part of the overlays that use them."""
+    dirs = sorted(
+        p.parent
+        for p in (ROOT / "deploy").rglob("kustomization.yaml")
+        if (yaml.safe_load(p.read_text()) or {}).get("kind") != "Component"
+    )
     return sorted(dirs, key=lambda d: (d.name != "base", str(d)))
 
 

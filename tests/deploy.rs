@@ -585,3 +585,79 @@ fn compose_file_wires_the_services_as_documented() {
     }
     assert!(compose["volumes"].get("models").is_some(), "named volume models");
 }
+
+/// Alert rules name the queues and the Deployment this rendering actually has (the metric names
+/// themselves are checked against live /metrics output in tests/compose.rs).
+#[test]
+fn alerts_name_the_deployed_queues_and_workers() {
+    let mut rules = 0;
+    for r in renderings() {
+        let queues = [config_str(&r.config, "queue.name"), config_str(&r.config, "queue.dlq_name")];
+        for pr in of_kind(&r.objects, "PrometheusRule") {
+            let ns = pr["metadata"]["namespace"].as_str().unwrap();
+            for group in pr["spec"]["groups"].as_array().unwrap() {
+                for rule in group["rules"].as_array().unwrap() {
+                    let expr = rule["expr"].as_str().unwrap();
+                    let what = format!("{}: alert {}", r.name, rule["alert"]);
+                    for (label, value) in label_matchers(expr) {
+                        match label.as_str() {
+                            "queue" => {
+                                assert!(queues.contains(&value.as_str()), "{what}: queue `{value}` is not configured")
+                            }
+                            "namespace" => assert_eq!(value, ns, "{what}"),
+                            "deployment" => {
+                                find(&r.objects, "Deployment", &value);
+                            }
+                            _ => {}
+                        }
+                    }
+                    assert!(
+                        rule["labels"]["severity"].is_string() && rule["annotations"]["summary"].is_string(),
+                        "{what}"
+                    );
+                    rules += 1;
+                }
+            }
+        }
+        for pm in of_kind(&r.objects, "PodMonitor") {
+            let ns = pm["metadata"]["namespace"].as_str().unwrap();
+            let port = pm["spec"]["podMetricsEndpoints"][0]["port"].as_str().unwrap();
+            // A selected pod exposes the named port.
+            let ok = r.objects.iter().any(|o| {
+                pod_template(o).is_some_and(|t| {
+                    o["metadata"]["namespace"] == ns
+                        && selector_matches(&pm["spec"]["selector"], &t["metadata"]["labels"])
+                        && containers(std::slice::from_ref(o)).iter().any(|(_, _, c)| {
+                            c["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| p["name"] == port))
+                        })
+                })
+            });
+            assert!(ok, "{}: PodMonitor {} selects no pod with port {port}", r.name, pm["metadata"]["name"]);
+        }
+        for sm in of_kind(&r.objects, "ServiceMonitor") {
+            let port = sm["spec"]["endpoints"][0]["port"].as_str().unwrap();
+            let ok = of_kind(&r.objects, "Service").iter().any(|s| {
+                selector_matches(&sm["spec"]["selector"], &s["metadata"]["labels"])
+                    && s["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == port)
+            });
+            assert!(ok, "{}: ServiceMonitor {} selects no Service with port {port}", r.name, sm["metadata"]["name"]);
+        }
+    }
+    assert!(rules >= 4, "only {rules} alert rules found");
+}
+
+/// `label="value"` matchers of a PromQL expression.
+fn label_matchers(expr: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for block in expr.split('{').skip(1) {
+        let inner = block.split('}').next().unwrap_or_default();
+        for m in inner.split(',') {
+            if let Some((k, v)) = m.split_once('=') {
+                let k = k.trim().trim_end_matches(['!', '~']);
+                let v = v.trim().trim_start_matches('~').trim_matches('"');
+                out.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    out
+}

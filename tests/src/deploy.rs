@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::{ok, repo_root, run_with_timeout};
 
 /// Every directory under `deploy/` holding a `kustomization.yaml`, as (name relative to deploy/, path).
+/// Components (`kind: Component`) are left out: they render as part of the overlays using them.
 pub fn kustomizations() -> Vec<(String, PathBuf)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -19,7 +20,9 @@ pub fn kustomizations() -> Vec<(String, PathBuf)> {
         for p in entries {
             if p.is_dir() {
                 walk(&p, out);
-            } else if p.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            } else if p.file_name().is_some_and(|n| n == "kustomization.yaml")
+                && parse_yaml(&std::fs::read_to_string(&p).unwrap())["kind"] != "Component"
+            {
                 out.push(p.parent().unwrap().to_owned());
             }
         }
