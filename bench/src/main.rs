@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use docfleet_tests::{Fixture, repo_root, run_with_timeout, text};
 use futures::StreamExt;
 
+mod ocr;
 mod worker;
 
 #[derive(Parser)]
@@ -43,6 +44,28 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
         concurrency: Vec<usize>,
     },
+    /// The Rust `ocr` pipeline vs Python rapidocr-onnxruntime: pages/s, peak RSS, model vs
+    /// pre/post time, cold start. Needs `scripts/setup/onnxruntime.sh` and the rapidocr venv.
+    Ocr {
+        /// onnxruntime intra-op threads on both sides.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Passes over the page set after the first (cold) page.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Python of a venv with rapidocr-onnxruntime 1.4.4 (tests/fixtures/ocr/README.md).
+        #[arg(long, default_value = "~/.cache/docfleet/ocr-venv/bin/python")]
+        python: String,
+    },
+    /// (internal) The Rust side of `ocr`, in its own process.
+    #[command(hide = true)]
+    OcrChild {
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        repeat: usize,
+        pages: Vec<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -50,6 +73,12 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Plumbing { jobs, concurrency } => plumbing(jobs, concurrency).await,
         Command::Worker { jobs, concurrency } => worker::run(jobs, &concurrency).await,
+        Command::Ocr { threads, repeat, python } => {
+            let home = std::env::var("HOME").unwrap_or_default();
+            let python = std::path::PathBuf::from(python.replacen('~', &home, 1));
+            tokio::task::spawn_blocking(move || ocr::run(threads, repeat, &python)).await?
+        }
+        Command::OcrChild { threads, repeat, pages } => ocr::child(threads, repeat, &pages),
     }
 }
 

@@ -6,6 +6,7 @@
 //! else the `models.onnxruntime` repo in the model cache (see `scripts/setup/onnxruntime.sh`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -81,17 +82,40 @@ impl Runtime {
         }
     }
 
-    /// Build a session for the model file at `path`. `id` names it in results and errors.
+    /// Build a session for the model file at `path`, running each call on `runtime.intra_threads`
+    /// threads. `id` names it in results and errors.
     pub fn load_model(&self, path: &Path, id: String) -> Result<Model> {
+        self.load(path, id, 1, self.settings.intra_threads)
+    }
+
+    /// Build one single-threaded session per thread `runtime.intra_threads` allows (all cores
+    /// when 0), for callers that run many small inputs side by side ([`Model::run_on`]): on CPU
+    /// that keeps the cores busier than one session splitting each small input across threads.
+    pub fn load_model_replicated(&self, path: &Path, id: String) -> Result<Model> {
+        let threads = match self.settings.intra_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        if threads <= 1 || self.provider != ExecutionProvider::Cpu {
+            return self.load_model(path, id);
+        }
+        self.load(path, id, threads, 1)
+    }
+
+    fn load(&self, path: &Path, id: String, replicas: usize, intra_threads: usize) -> Result<Model> {
         let started = Instant::now();
         let bad =
             |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
-        let builder = self.session_builder().map_err(|e| bad(&e))?;
-        let mut builder = match self.provider {
-            ExecutionProvider::Cpu => builder,
-            other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
-        };
-        let session = builder.commit_from_file(path).map_err(|e| bad(&e))?;
+        let mut sessions = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            let builder = self.session_builder(intra_threads).map_err(|e| bad(&e))?;
+            let mut builder = match self.provider {
+                ExecutionProvider::Cpu => builder,
+                other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
+            };
+            sessions.push(builder.commit_from_file(path).map_err(|e| bad(&e))?);
+        }
+        let session = &sessions[0];
         let input =
             session.inputs().first().map(|o| o.name().to_owned()).ok_or_else(|| bad(&"the model has no input"))?;
         let output =
@@ -99,11 +123,12 @@ impl Runtime {
         let metadata = session.metadata().ok();
         let character = metadata.as_ref().and_then(|m| m.custom("character"));
         drop(metadata);
-        tracing::debug!(model = %id, ms = started.elapsed().as_millis() as u64, "model loaded");
-        Ok(Model { id, input, output, character, session: Mutex::new(session) })
+        tracing::debug!(model = %id, replicas, ms = started.elapsed().as_millis() as u64, "model loaded");
+        let sessions = sessions.into_iter().map(Mutex::new).collect();
+        Ok(Model { id, input, output, character, sessions, next: AtomicUsize::new(0) })
     }
 
-    fn session_builder(&self) -> ort::Result<SessionBuilder> {
+    fn session_builder(&self, intra_threads: usize) -> ort::Result<SessionBuilder> {
         let rt = &self.settings;
         let mut b = Session::builder(&self.env)?
             .with_optimization_level(match rt.graph_optimization {
@@ -114,8 +139,8 @@ impl Runtime {
             })?
             // Input shapes change with every page and line batch: planning memory per shape wastes RSS.
             .with_memory_pattern(false)?;
-        if rt.intra_threads > 0 {
-            b = b.with_intra_threads(rt.intra_threads)?;
+        if intra_threads > 0 {
+            b = b.with_intra_threads(intra_threads)?;
         }
         if rt.inter_threads > 0 {
             b = b.with_inter_threads(rt.inter_threads)?.with_parallel_execution(true)?;
@@ -194,9 +219,9 @@ fn with_gpu_provider(builder: SessionBuilder, provider: ExecutionProvider, devic
     Ok(builder.with_execution_providers(eps)?)
 }
 
-/// One model's session, shared by every job. onnxruntime sessions run one call at a time here:
-/// each run already uses `runtime.intra_threads` cores, so concurrent jobs overlap their pre- and
-/// post-processing with each other's model runs instead of oversubscribing the CPU.
+/// One model's sessions, shared by every job. Each session runs one call at a time: a run
+/// already uses its threads, so concurrent jobs overlap their pre- and post-processing with each
+/// other's model runs instead of oversubscribing the CPU.
 pub struct Model {
     /// `repo@commit/file`, for result records.
     pub id: String,
@@ -204,10 +229,17 @@ pub struct Model {
     output: String,
     /// The `character` metadata entry (PP-OCR recognition models keep their dictionary there).
     character: Option<String>,
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    /// Round-robin start for [`Model::run`].
+    next: AtomicUsize,
 }
 
 impl Model {
+    /// Sessions that can run at the same time.
+    pub fn replicas(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// The model's `character` metadata entry, if it has one.
     pub fn character_metadata(&self) -> Option<&str> {
         self.character.as_deref()
@@ -221,9 +253,24 @@ impl Model {
         data: &[f32],
         read: impl FnOnce(&[usize], &[f32]) -> T,
     ) -> Result<(T, Duration)> {
+        // A free session if there is one, else wait for the next in turn.
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        let free = (0..n).map(|k| (start + k) % n).find(|&i| self.sessions[i].try_lock().is_ok());
+        self.run_on(free.unwrap_or(start % n), shape, data, read)
+    }
+
+    /// [`run`](Self::run) on session `replica` (modulo [`replicas`](Self::replicas)).
+    pub fn run_on<T>(
+        &self,
+        replica: usize,
+        shape: &[usize],
+        data: &[f32],
+        read: impl FnOnce(&[usize], &[f32]) -> T,
+    ) -> Result<(T, Duration)> {
         let fail = |e: &dyn std::fmt::Display| Error::Model(format!("{} failed on input {shape:?}: {e}", self.id));
         let input = TensorRef::from_array_view((shape.to_vec(), data)).map_err(|e| fail(&e))?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = self.sessions[replica % self.sessions.len()].lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let outputs = session.run(ort::inputs![self.input.as_str() => input]).map_err(|e| fail(&e))?;
         let elapsed = started.elapsed();

@@ -68,7 +68,8 @@ impl Timings {
         self.det.pre + self.det.post + self.cls_pre + self.rec_pre + self.rec_post + self.layout
     }
 
-    fn add(&mut self, o: &Timings) {
+    /// Add another document's or page's times.
+    pub fn add(&mut self, o: &Timings) {
         self.decode += o.decode;
         self.det.pre += o.det.pre;
         self.det.model += o.det.model;
@@ -143,7 +144,7 @@ impl OcrEngine {
         let s = settings.ocr.clone();
         let det = load(det_file)?;
         let cls = if s.page_orientation || s.line_orientation { Some(load(cls_file)?) } else { None };
-        let rec = load(rec_file)?;
+        let rec = runtime.load_model_replicated(&snap.file(rec_file), format!("{}/{rec_file}", snap.id()))?;
         let character = rec.character_metadata().ok_or_else(|| {
             Error::Model(format!("{} has no `character` metadata entry (the recognition dictionary)", rec.id))
         })?;
@@ -167,6 +168,11 @@ impl OcrEngine {
 
     /// Read a whole document: the result record's `output` and the plain-text rendition.
     pub fn read_document(&self, bytes: &[u8]) -> Result<(Value, String)> {
+        self.read_document_timed(bytes).map(|(output, text, _)| (output, text))
+    }
+
+    /// [`read_document`](Self::read_document), also returning the time per stage.
+    pub fn read_document_timed(&self, bytes: &[u8]) -> Result<(Value, String, Timings)> {
         let started = Instant::now();
         let (format, pages) = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
         let mut total = Timings { decode: started.elapsed(), ..Timings::default() };
@@ -203,7 +209,7 @@ impl OcrEngine {
             "models": self.model_ids(),
             "timings_ms": total.to_json(Some(started.elapsed())),
         });
-        Ok((output, format!("{text}\n")))
+        Ok((output, format!("{text}\n"), total))
     }
 
     /// Read one page image.
@@ -215,28 +221,32 @@ impl OcrEngine {
         }
         let (width, height) = (img.width() as f32, img.height() as f32);
 
-        let turns = match (&self.cls, s.page_orientation) {
-            (Some(cls), true) => self.page_turns(cls, img, &boxes, t)?,
-            _ => 0,
+        // Lines mostly standing vertical mean the page is turned by 90° or 270°: read them
+        // turned a quarter first.
+        let base = if s.page_orientation { quarter_turns(&boxes) } else { 0 };
+        // Reading quads: corners from the text's top-left. A box still standing upright after
+        // that (a vertical label) is read turned, as PP-OCR does.
+        let mut quads: Vec<Quad> = boxes.iter().map(|b| upright_line(rotate_corners(&b.quad, base))).collect();
+        let verdicts = match &self.cls {
+            Some(cls) => Some(cls::classify(cls, img, &quads, &mut t.cls_pre, &mut t.cls_model)?),
+            None => None,
         };
-        // Reading quads: corners from the text's top-left. A box still standing upright after the
-        // page turn (a vertical label) is read turned, as PP-OCR does.
-        let mut quads: Vec<Quad> = boxes
-            .iter()
-            .map(|b| {
-                let q = rotate_corners(&b.quad, turns);
-                let (w, h) = quad_size(&q);
-                if h >= 1.5 * w { rotate_corners(&q, 1) } else { q }
-            })
-            .collect();
-
+        let mut turns = base;
+        if let (Some(v), true) = (&verdicts, s.page_orientation) {
+            if self.page_upside_down(img, &quads, v, t)? {
+                turns += 2;
+                for q in &mut quads {
+                    *q = rotate_corners(q, 2);
+                }
+            }
+        }
         // Lines the classifier calls upside down on a page that is not: read both ways, keep the
         // more confident reading (the classifier alone flips long upright lines it squeezed).
         let mut doubtful = Vec::new();
-        if let (Some(cls), true) = (&self.cls, s.line_orientation) {
-            let verdicts = cls::classify(cls, img, &quads, &mut t.cls_pre, &mut t.cls_model)?;
+        if let (Some(v), true) = (&verdicts, s.line_orientation) {
+            let flipped_page = turns != base;
             doubtful =
-                (0..quads.len()).filter(|&i| verdicts[i].upside_down && verdicts[i].score >= s.cls_thresh).collect();
+                (0..quads.len()).filter(|&i| v[i].upside_down != flipped_page && v[i].score >= s.cls_thresh).collect();
         }
         let mut crops = quads.clone();
         crops.extend(doubtful.iter().map(|&i| rotate_corners(&quads[i], 2)));
@@ -297,44 +307,32 @@ impl OcrEngine {
         Ok(PageReading { rotation: (turns as u32 % 4) * 90, lines, text })
     }
 
-    /// How many quarter turns (clockwise) the page is from upright: lines mostly standing
-    /// vertical mean 90° or 270°, and the classifier's votes (weighted by line length) on the
-    /// longest lines, read that way, tell whether they are upside down.
-    fn page_turns(&self, cls: &Model, img: &RgbImage, boxes: &[det::TextBox], t: &mut Timings) -> Result<usize> {
-        let (mut horizontal, mut vertical) = (0f32, 0f32);
-        for b in boxes {
-            let (w, h) = quad_size(&b.quad);
-            if w >= 2.0 * h {
-                horizontal += w;
-            } else if h >= 2.0 * w {
-                vertical += h;
-            }
-        }
-        let base = if vertical > horizontal { 1 } else { 0 };
-        let mut sample: Vec<(f32, Quad)> = boxes
+    /// Whether the page is upside down: the classifier's votes on the longest lines, weighted by
+    /// length, and — since it squeezes long lines to 192 columns and then calls some upright
+    /// ones upside down — confirmed by reading the longest lines both ways.
+    fn page_upside_down(
+        &self,
+        img: &RgbImage,
+        quads: &[Quad],
+        verdicts: &[cls::Orientation],
+        t: &mut Timings,
+    ) -> Result<bool> {
+        let mut sample: Vec<(f32, usize)> = quads
             .iter()
-            .filter_map(|b| {
-                let q = rotate_corners(&b.quad, base);
-                let (w, h) = quad_size(&q);
-                (w >= 2.0 * h).then_some((w, q))
+            .enumerate()
+            .filter_map(|(i, q)| {
+                let (w, h) = quad_size(q);
+                (w >= 2.0 * h).then_some((w, i))
             })
             .collect();
-        if sample.is_empty() {
-            return Ok(base);
-        }
         sample.sort_by(|a, b| b.0.total_cmp(&a.0));
         sample.truncate(ORIENTATION_SAMPLE);
-        let quads: Vec<Quad> = sample.iter().map(|s| s.1).collect();
-        let verdicts = cls::classify(cls, img, &quads, &mut t.cls_pre, &mut t.cls_model)?;
         let total: f32 = sample.iter().map(|s| s.0).sum();
-        let flipped: f32 = sample.iter().zip(&verdicts).filter(|(_, v)| v.upside_down).map(|(s, _)| s.0).sum();
-        if flipped <= 0.5 * total {
-            return Ok(base);
+        let flipped: f32 = sample.iter().filter(|s| verdicts[s.1].upside_down).map(|s| s.0).sum();
+        if sample.is_empty() || flipped <= 0.5 * total {
+            return Ok(false);
         }
-        // The classifier squeezes long lines to 192 columns and then calls some upright ones
-        // upside down; before turning the page, check that the longest lines really read better
-        // that way.
-        let probe: Vec<Quad> = quads.iter().take(VERIFY_SAMPLE).copied().collect();
+        let probe: Vec<Quad> = sample.iter().take(VERIFY_SAMPLE).map(|s| quads[s.1]).collect();
         let mut crops = probe.clone();
         crops.extend(probe.iter().map(|q| rotate_corners(q, 2)));
         let read = rec::recognize(
@@ -349,8 +347,28 @@ impl OcrEngine {
         )?;
         let confidence = |r: &[rec::Recognized]| r.iter().map(|r| r.score).sum::<f32>() / r.len().max(1) as f32;
         let (as_is, turned) = read.split_at(probe.len());
-        Ok(if confidence(turned) > confidence(as_is) { base + 2 } else { base })
+        Ok(confidence(turned) > confidence(as_is))
     }
+}
+
+/// 1 when most text (by length) runs vertically — the page is turned by 90° or 270° — else 0.
+fn quarter_turns(boxes: &[det::TextBox]) -> usize {
+    let (mut horizontal, mut vertical) = (0f32, 0f32);
+    for b in boxes {
+        let (w, h) = quad_size(&b.quad);
+        if w >= 2.0 * h {
+            horizontal += w;
+        } else if h >= 2.0 * w {
+            vertical += h;
+        }
+    }
+    usize::from(vertical > horizontal)
+}
+
+/// A line quad standing upright (taller than wide by half) is read turned a quarter.
+fn upright_line(q: Quad) -> Quad {
+    let (w, h) = quad_size(&q);
+    if h >= 1.5 * w { rotate_corners(&q, 1) } else { q }
 }
 
 /// The `ocr` pipeline.

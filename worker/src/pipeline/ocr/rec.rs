@@ -89,7 +89,8 @@ pub fn ctc_decode(probs: &[f32], classes: usize, dict: &Dictionary) -> Recognize
     Recognized { text, score: if kept == 0 { 0.0 } else { sum / kept as f32 } }
 }
 
-/// Recognise every reading quad, batching crops of similar aspect ratio.
+/// Recognise every reading quad, batching crops of similar aspect ratio; the batches run side by
+/// side when the model has several sessions.
 #[allow(clippy::too_many_arguments)]
 pub fn recognize(
     model: &Model,
@@ -110,38 +111,98 @@ pub fn recognize(
         .collect();
     let mut order: Vec<usize> = (0..quads.len()).collect();
     order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
-    let mut out = vec![Recognized { text: String::new(), score: 0.0 }; quads.len()];
-    for batch in order.chunks(batch_size.max(1)) {
-        let started = Instant::now();
-        let max_ratio = batch.iter().map(|&i| ratios[i]).fold(MIN_RATIO, f32::max);
-        let width = ((HEIGHT as f32 * max_ratio) as usize).clamp(8, MAX_WIDTH);
-        let n = batch.len();
-        let mut input = vec![0f32; n * 3 * HEIGHT * width];
-        for (slot, &i) in batch.iter().enumerate() {
-            let w = ((HEIGHT as f32 * ratios[i]).ceil() as usize).clamp(1, width);
-            crop_tensor(img, &quads[i], w, HEIGHT, width, &mut input[slot * 3 * HEIGHT * width..]);
-        }
-        *pre += started.elapsed();
-        let (decoded, took) = model.run(&[n, 3, HEIGHT, width], &input, |shape, probs| {
-            if shape.len() != 3 || shape[0] != n || shape[2] != dict.len() {
-                return Err(Error::Model(format!(
-                    "recogniser returned shape {shape:?}; expected [{n}, steps, {}] (the dictionary size)",
-                    dict.len()
-                )));
+    // Batches of crops whose widths differ by at most a tenth: on CPU a batch saves little per
+    // crop, and padding every crop to the widest of a mixed batch costs more than it saves.
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for &i in &order {
+        match batches.last_mut() {
+            Some(b) if b.len() < batch_size.max(1) && ratios[i].max(MIN_RATIO) <= 1.1 * ratios[b[0]].max(MIN_RATIO) => {
+                b.push(i)
             }
-            let started = Instant::now();
-            let per = shape[1] * shape[2];
-            let lines: Vec<Recognized> = probs.chunks_exact(per).map(|p| ctc_decode(p, shape[2], dict)).collect();
-            Ok((lines, started.elapsed()))
-        })?;
-        let (lines, decode_time) = decoded?;
-        *model_time += took;
-        *post += decode_time;
-        for (&i, line) in batch.iter().zip(lines) {
+            _ => batches.push(vec![i]),
+        }
+    }
+    let mut out = vec![Recognized { text: String::new(), score: 0.0 }; quads.len()];
+    let replicas = model.replicas().min(batches.len()).max(1);
+    // Spread batches over the model's sessions, widest first to the least loaded one.
+    let mut lanes: Vec<(f32, Vec<&Vec<usize>>)> = vec![(0.0, Vec::new()); replicas];
+    for batch in batches.iter().rev() {
+        let cost = batch.len() as f32 * batch.iter().map(|&i| ratios[i]).fold(MIN_RATIO, f32::max);
+        let lane = lanes.iter_mut().min_by(|a, b| a.0.total_cmp(&b.0)).expect("at least one lane");
+        lane.0 += cost;
+        lane.1.push(batch);
+    }
+    let run_lane = |replica: usize, lane: &[&Vec<usize>]| -> Result<(Vec<(usize, Recognized)>, [Duration; 3])> {
+        let mut times = [Duration::ZERO; 3];
+        let mut read = Vec::new();
+        for batch in lane {
+            let lines = run_batch(model, replica, dict, img, quads, &ratios, batch, &mut times)?;
+            read.extend(batch.iter().copied().zip(lines));
+        }
+        Ok((read, times))
+    };
+    let results: Vec<Result<(Vec<(usize, Recognized)>, [Duration; 3])>> = if replicas == 1 {
+        vec![run_lane(0, &lanes[0].1)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                lanes.iter().enumerate().map(|(r, lane)| scope.spawn(move || run_lane(r, &lane.1))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Model("recognition thread panicked".into()))))
+                .collect()
+        })
+    };
+    for result in results {
+        let (read, [p, m, q]) = result?;
+        *pre += p;
+        *model_time += m;
+        *post += q;
+        for (i, line) in read {
             out[i] = line;
         }
     }
     Ok(out)
+}
+
+/// Recognise one batch on session `replica`; adds (pre, model, post) times.
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    model: &Model,
+    replica: usize,
+    dict: &Dictionary,
+    img: &RgbImage,
+    quads: &[Quad],
+    ratios: &[f32],
+    batch: &[usize],
+    times: &mut [Duration; 3],
+) -> Result<Vec<Recognized>> {
+    let started = Instant::now();
+    let max_ratio = batch.iter().map(|&i| ratios[i]).fold(MIN_RATIO, f32::max);
+    let width = ((HEIGHT as f32 * max_ratio) as usize).clamp(8, MAX_WIDTH);
+    let n = batch.len();
+    let mut input = vec![0f32; n * 3 * HEIGHT * width];
+    for (slot, &i) in batch.iter().enumerate() {
+        let w = ((HEIGHT as f32 * ratios[i]).ceil() as usize).clamp(1, width);
+        crop_tensor(img, &quads[i], w, HEIGHT, width, &mut input[slot * 3 * HEIGHT * width..]);
+    }
+    times[0] += started.elapsed();
+    let (decoded, took) = model.run_on(replica, &[n, 3, HEIGHT, width], &input, |shape, probs| {
+        if shape.len() != 3 || shape[0] != n || shape[2] != dict.len() {
+            return Err(Error::Model(format!(
+                "recogniser returned shape {shape:?}; expected [{n}, steps, {}] (the dictionary size)",
+                dict.len()
+            )));
+        }
+        let started = Instant::now();
+        let per = shape[1] * shape[2];
+        let lines: Vec<Recognized> = probs.chunks_exact(per).map(|p| ctc_decode(p, shape[2], dict)).collect();
+        Ok((lines, started.elapsed()))
+    })?;
+    let (lines, decode_time) = decoded?;
+    times[1] += took;
+    times[2] += decode_time;
+    Ok(lines)
 }
 
 #[cfg(test)]
