@@ -374,4 +374,67 @@ mod tests {
         assert_eq!(detect_format(b"hello, I am text pretending to be a png"), None);
         assert_eq!(detect_format(b""), None);
     }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ocr").join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn pdf_pages_are_rendered_at_the_requested_dpi() {
+        let (format, pages) = rasterize(&fixture("doc_three_pages.pdf"), &Limits::default(), 150.0).unwrap();
+        assert_eq!(format, Format::Pdf);
+        assert_eq!(pages.len(), 3);
+        // A4 (595.28 × 841.89 pt) at 150 dpi, whole pixels as pdfium sizes it.
+        assert_eq!(pages[0].image.dimensions(), (1241, 1754));
+        assert_eq!(pages[0].dpi, Some(150.0));
+        // Ink on white paper: mostly white, some dark pixels.
+        let dark = pages[0].image.pixels().filter(|p| p[0] < 100).count();
+        assert!(dark > 1000 && dark < 1241 * 1754 / 5, "{dark} dark pixels");
+        let (_, small) = rasterize(&fixture("doc_three_pages.pdf"), &Limits::default(), 72.0).unwrap();
+        assert_eq!(small[0].image.dimensions(), (596, 842));
+    }
+
+    #[test]
+    fn raster_pages_decode_to_rgb_with_their_own_size() {
+        let (_, tiff) = rasterize(&fixture("doc_two_pages.tiff"), &Limits::default(), 150.0).unwrap();
+        assert_eq!(tiff.len(), 2);
+        assert_eq!(tiff[1].image.dimensions(), (800, 600));
+        assert_eq!(tiff[1].dpi, None);
+        let (format, bmp) =
+            rasterize(&fixture("line_06_liberationsansbold_36.bmp"), &Limits::default(), 150.0).unwrap();
+        assert_eq!((format, bmp[0].image.dimensions()), (Format::Bmp, (908, 69)));
+    }
+
+    #[test]
+    fn bad_documents_and_limits_are_permanent_errors() {
+        let limits = Limits::default();
+        let cases: Vec<(&str, Vec<u8>, Limits, &str)> = vec![
+            ("empty", vec![], limits.clone(), "empty"),
+            ("text", fixture("bad_not_an_image.png"), limits.clone(), "unsupported document type"),
+            ("truncated png", fixture("bad_truncated.png"), limits.clone(), "cannot decode image/png"),
+            ("bomb", fixture("bad_bomb.png"), limits.clone(), "over the limit"),
+            ("truncated pdf", fixture("bad_truncated.pdf"), limits.clone(), "cannot decode application/pdf"),
+            ("encrypted pdf", fixture("bad_encrypted.pdf"), limits.clone(), "encrypted"),
+            (
+                "pdf pages",
+                fixture("doc_three_pages.pdf"),
+                Limits { max_pages: 2, ..limits.clone() },
+                "over the limit of 2",
+            ),
+            // 1241 × 1754 pixels at 150 dpi: over a 1 Mpx limit before anything is rendered.
+            (
+                "pdf pixels",
+                fixture("doc_three_pages.pdf"),
+                Limits { max_pixels: 1_000_000, ..limits.clone() },
+                "pixels",
+            ),
+            ("bytes", fixture("page_paragraph.png"), Limits { max_input_bytes: 1000, ..limits.clone() }, "bytes"),
+        ];
+        for (name, bytes, lim, needle) in cases {
+            let err = rasterize(&bytes, &lim, 150.0).unwrap_err();
+            assert!(!err.is_transient(), "{name}");
+            assert!(err.to_string().contains(needle), "{name}: {err}");
+        }
+    }
 }
