@@ -529,7 +529,8 @@ pub struct OcrSettings {
     pub pdf_dpi: f32,
     /// Longest side of the detector's input in pixels: larger pages are scaled down, and both
     /// sides are rounded to multiples of 32 (64–8192). Detection memory and time grow with its
-    /// square; recognition always reads the full-resolution page. 1280 is ~110 dpi for A4.
+    /// square; recognition always reads the full-resolution page. 960 (PaddleOCR's default) is
+    /// ~80 dpi for A4; raise it for very small print.
     pub det_max_side: u32,
     /// Binarisation threshold of the detector's probability map (0–1).
     pub det_thresh: f32,
@@ -566,7 +567,7 @@ impl Default for OcrSettings {
             enabled: true,
             required: false,
             pdf_dpi: 150.0,
-            det_max_side: 1280,
+            det_max_side: 960,
             det_thresh: 0.3,
             det_box_thresh: 0.5,
             det_unclip_ratio: 1.6,
