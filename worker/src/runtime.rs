@@ -151,6 +151,11 @@ impl Runtime {
 
 /// The library path: `runtime.dylib_path`, `ORT_DYLIB_PATH`, then the `models.onnxruntime` repo.
 fn locate_library(settings: &Settings) -> Result<(PathBuf, Option<String>)> {
+    locate_library_from(settings, std::env::var_os("ORT_DYLIB_PATH"))
+}
+
+/// [`locate_library`] with the value of `ORT_DYLIB_PATH` given.
+fn locate_library_from(settings: &Settings, env_path: Option<std::ffi::OsString>) -> Result<(PathBuf, Option<String>)> {
     let check = |path: PathBuf, from: &str| {
         if path.is_file() {
             Ok((path, None))
@@ -164,7 +169,7 @@ fn locate_library(settings: &Settings) -> Result<(PathBuf, Option<String>)> {
     if let Some(path) = &settings.runtime.dylib_path {
         return check(path.clone(), "runtime.dylib_path");
     }
-    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+    if let Some(path) = env_path.filter(|p| !p.is_empty()) {
         return check(PathBuf::from(path), "ORT_DYLIB_PATH");
     }
     let repo = &settings.models.onnxruntime;
@@ -298,7 +303,7 @@ mod tests {
     fn missing_library_names_the_setup_step() {
         let mut settings = Settings::default();
         settings.runtime.dylib_path = Some(PathBuf::from("/nonexistent/libonnxruntime.so"));
-        let err = locate_library(&settings).unwrap_err().to_string();
+        let err = locate_library_from(&settings, None).unwrap_err().to_string();
         assert!(
             err.contains("/nonexistent/libonnxruntime.so") && err.contains("scripts/setup/onnxruntime.sh"),
             "{err}"
@@ -307,11 +312,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         settings.runtime.dylib_path = None;
         settings.models.cache_dir = Some(dir.path().to_owned());
-        // SAFETY: only this test reads ORT_DYLIB_PATH while it runs... unless it is set for the
-        // whole process, in which case the cache lookup is not reached; skip the second half then.
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-            let err = locate_library(&settings).unwrap_err().to_string();
-            assert!(err.contains("docfleet/onnxruntime-cpu") && err.contains("scripts/setup/onnxruntime.sh"), "{err}");
-        }
+        let err = locate_library_from(&settings, None).unwrap_err().to_string();
+        assert!(err.contains("docfleet/onnxruntime-cpu") && err.contains("scripts/setup/onnxruntime.sh"), "{err}");
+        let err = locate_library_from(&settings, Some("/nowhere/libonnxruntime.so".into())).unwrap_err().to_string();
+        assert!(err.contains("ORT_DYLIB_PATH") && err.contains("/nowhere"), "{err}");
     }
 }

@@ -202,13 +202,12 @@ fn regions(bitmap: &[u8], w: usize, h: usize) -> Vec<Vec<Point>> {
     }
     let mut index_of_root = vec![usize::MAX; runs.len()];
     let mut out: Vec<Vec<Point>> = Vec::new();
-    for i in 0..runs.len() {
+    for (i, &(y, x0, x1)) in runs.iter().enumerate() {
         let root = find(&mut parent, i);
         if index_of_root[root] == usize::MAX {
             index_of_root[root] = out.len();
             out.push(Vec::new());
         }
-        let (y, x0, x1) = runs[i];
         let pts = &mut out[index_of_root[root]];
         pts.push([x0 as f32, y as f32]);
         if x1 != x0 {

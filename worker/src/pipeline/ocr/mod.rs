@@ -232,12 +232,12 @@ impl OcrEngine {
             None => None,
         };
         let mut turns = base;
-        if let (Some(v), true) = (&verdicts, s.page_orientation) {
-            if self.page_upside_down(img, &quads, v, t)? {
-                turns += 2;
-                for q in &mut quads {
-                    *q = rotate_corners(q, 2);
-                }
+        if let (Some(v), true) = (&verdicts, s.page_orientation)
+            && self.page_upside_down(img, &quads, v, t)?
+        {
+            turns += 2;
+            for q in &mut quads {
+                *q = rotate_corners(q, 2);
             }
         }
         // Lines the classifier calls upside down on a page that is not: read both ways, keep the

@@ -73,21 +73,25 @@ pub fn ctc_decode(probs: &[f32], classes: usize, dict: &Dictionary) -> Recognize
                 best_p = p;
             }
         }
-        if best != 0 && best != prev {
-            if let Some(s) = dict.classes.get(best) {
-                if best != space && gap_space >= SPACE_RECOVERY && !text.is_empty() && !text.ends_with(' ') {
-                    text.push(' ');
-                }
-                gap_space = 0.0;
-                text.push_str(s);
-                sum += best_p;
-                kept += 1;
+        if best != 0
+            && best != prev
+            && let Some(s) = dict.classes.get(best)
+        {
+            if best != space && gap_space >= SPACE_RECOVERY && !text.is_empty() && !text.ends_with(' ') {
+                text.push(' ');
             }
+            gap_space = 0.0;
+            text.push_str(s);
+            sum += best_p;
+            kept += 1;
         }
         prev = best;
     }
     Recognized { text, score: if kept == 0 { 0.0 } else { sum / kept as f32 } }
 }
+
+/// What one lane of batches read (crop index, reading) and its (pre, model, post) times.
+type LaneOutput = (Vec<(usize, Recognized)>, [Duration; 3]);
 
 /// Recognise every reading quad, batching crops of similar aspect ratio; the batches run side by
 /// side when the model has several sessions.
@@ -132,7 +136,7 @@ pub fn recognize(
         lane.0 += cost;
         lane.1.push(batch);
     }
-    let run_lane = |replica: usize, lane: &[&Vec<usize>]| -> Result<(Vec<(usize, Recognized)>, [Duration; 3])> {
+    let run_lane = |replica: usize, lane: &[&Vec<usize>]| -> Result<LaneOutput> {
         let mut times = [Duration::ZERO; 3];
         let mut read = Vec::new();
         for batch in lane {
@@ -141,7 +145,7 @@ pub fn recognize(
         }
         Ok((read, times))
     };
-    let results: Vec<Result<(Vec<(usize, Recognized)>, [Duration; 3])>> = if replicas == 1 {
+    let results: Vec<Result<LaneOutput>> = if replicas == 1 {
         vec![run_lane(0, &lanes[0].1)]
     } else {
         std::thread::scope(|scope| {
