@@ -1,0 +1,1 @@
+//! docfleet-scaler (work in progress).
