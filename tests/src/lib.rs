@@ -10,6 +10,7 @@
 
 pub mod deploy;
 pub mod outage;
+pub mod scaler_sim;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
