@@ -14,6 +14,7 @@ use docfleet_tests::{Fixture, repo_root, run_with_timeout, text};
 use futures::StreamExt;
 
 mod ocr;
+mod scaler;
 mod worker;
 
 #[derive(Parser)]
@@ -57,6 +58,22 @@ enum Command {
         #[arg(long, default_value = "~/.cache/docfleet/ocr-venv/bin/python")]
         python: String,
     },
+    /// docfleet-scaler: metric request latency p50/p99 at a fixed rate per API, SQS calls per
+    /// minute, and HPA-simulation drain time with and without pod-deletion-cost (LocalStack).
+    Scaler {
+        /// Requests per second on each API.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Seconds per API.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Jobs in each HPA-simulation burst.
+        #[arg(long, default_value_t = 160)]
+        jobs: usize,
+        /// Only the latency part.
+        #[arg(long)]
+        skip_hpa: bool,
+    },
     /// (internal) The Rust side of `ocr`, in its own process.
     #[command(hide = true)]
     OcrChild {
@@ -79,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || ocr::run(threads, repeat, &python)).await?
         }
         Command::OcrChild { threads, repeat, pages } => ocr::child(threads, repeat, &pages),
+        Command::Scaler { rate, seconds, jobs, skip_hpa } => scaler::run(rate, seconds, jobs, skip_hpa).await,
     }
 }
 

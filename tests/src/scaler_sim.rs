@@ -100,6 +100,11 @@ impl Scaler {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (for CPU accounting in the benchmark).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// The Prometheus exposition on the metrics port.
     pub fn metrics(&self) -> String {
         body(&http_get(self.metrics_port, "/metrics").unwrap_or_default()).to_owned()
@@ -467,10 +472,18 @@ impl WorkerPod {
     /// Start a worker for the fixture: diagnostic `sleep` pipeline on, OCR off, short long-poll,
     /// `concurrency` jobs at once and batches of the same size (so it does not hoard messages).
     pub fn start(fx: &Fixture, name: &str, concurrency: usize, log_dir: &Path) -> Self {
+        Self::start_with(fx, name, concurrency, None, log_dir)
+    }
+
+    /// [`WorkerPod::start`] with `worker.shutdown_grace_seconds` set.
+    pub fn start_with(fx: &Fixture, name: &str, concurrency: usize, grace: Option<u32>, log_dir: &Path) -> Self {
         let port = free_port();
         let log = log_dir.join(format!("{name}.log"));
-        let child = fx
-            .command("docfleet-worker")
+        let mut cmd = fx.command("docfleet-worker");
+        if let Some(grace) = grace {
+            cmd.env("DOCFLEET__WORKER__SHUTDOWN_GRACE_SECONDS", grace.to_string());
+        }
+        let child = cmd
             .env("DOCFLEET__WORKER__DIAGNOSTIC_PIPELINES", "true")
             .env("DOCFLEET__OCR__ENABLED", "false")
             .env("DOCFLEET__WORKER__CONCURRENCY", concurrency.to_string())
@@ -529,8 +542,13 @@ impl Drop for WorkerPod {
 #[derive(Debug, Clone)]
 pub struct SimOptions {
     pub jobs: usize,
-    /// Length of each `sleep` job.
+    /// Length of each `sleep` job; with `job_ms_max` above it, lengths spread evenly (in a fixed
+    /// pseudo-random order) between the two.
     pub job_ms: u64,
+    pub job_ms_max: u64,
+    /// The workers' `shutdown_grace_seconds` (default 25): shorter than the jobs, a scale-in that
+    /// hits a busy worker releases its jobs, which then run again elsewhere.
+    pub worker_grace_seconds: Option<u32>,
     /// `AverageValue` target: messages per replica.
     pub target: f64,
     pub min_replicas: usize,
@@ -556,6 +574,8 @@ impl Default for SimOptions {
         Self {
             jobs: 500,
             job_ms: 300,
+            job_ms_max: 300,
+            worker_grace_seconds: None,
             target: 25.0,
             min_replicas: 1,
             max_replicas: 4,
@@ -597,6 +617,8 @@ pub struct SimReport {
     pub idle_killed: usize,
     /// Sum of every worker's `jobs_succeeded` (its exit summary).
     pub jobs_succeeded: u64,
+    /// Sum of every worker's `released_for_retry`: jobs a scale-in interrupted (or that failed).
+    pub released: u64,
     /// Result objects under `results/`.
     pub results: usize,
     /// Messages left in the DLQ.
@@ -691,7 +713,7 @@ pub async fn run_hpa_simulation(fx: &Fixture, opts: &SimOptions) -> SimReport {
         for _ in 0..n {
             let name = format!("docfleet-worker-{next_id}");
             next_id += 1;
-            let w = WorkerPod::start(fx, &name, opts.worker_concurrency, logs);
+            let w = WorkerPod::start_with(fx, &name, opts.worker_concurrency, opts.worker_grace_seconds, logs);
             kube.add_pod(&name, w.port, &[("app.kubernetes.io/name", "docfleet-worker")]);
             pods.push(w);
         }
@@ -703,7 +725,7 @@ pub async fn run_hpa_simulation(fx: &Fixture, opts: &SimOptions) -> SimReport {
     let bodies: Vec<String> = (0..opts.jobs)
         .map(|i| {
             json!({"version": 1, "job_id": format!("sim-{i}"), "input": format!("s3://{}/sim/{i}.png", fx.input_bucket),
-                   "pipeline": "sleep", "params": {"ms": opts.job_ms}})
+                   "pipeline": "sleep", "params": {"ms": job_length_ms(opts, i)}})
             .to_string()
         })
         .collect();
@@ -825,7 +847,10 @@ pub async fn run_hpa_simulation(fx: &Fixture, opts: &SimOptions) -> SimReport {
         let status = w.try_exit().expect("exited");
         report.clean_exits &= status.success();
         match w.summary() {
-            Some(s) => report.jobs_succeeded += s["jobs_succeeded"].as_u64().unwrap_or(0),
+            Some(s) => {
+                report.jobs_succeeded += s["jobs_succeeded"].as_u64().unwrap_or(0);
+                report.released += s["released_for_retry"].as_u64().unwrap_or(0);
+            }
             None => panic!("{} printed no summary; log:\n{}", w.name, tail(&w.log_text(), 30)),
         }
     }
@@ -834,6 +859,19 @@ pub async fn run_hpa_simulation(fx: &Fixture, opts: &SimOptions) -> SimReport {
     scaler.terminate();
     report.scaler_log = scaler.log_text();
     report
+}
+
+/// Job `i`'s length: `job_ms`, or spread over `job_ms..=job_ms_max` in a fixed shuffled order.
+pub fn job_length_ms(opts: &SimOptions, i: usize) -> u64 {
+    if opts.job_ms_max <= opts.job_ms {
+        return opts.job_ms;
+    }
+    // splitmix64: a fixed, well-spread order, the same in every run.
+    let mut z = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    opts.job_ms + z % (opts.job_ms_max - opts.job_ms + 1)
 }
 
 /// The last `n` lines of a log.
