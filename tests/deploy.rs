@@ -661,3 +661,52 @@ fn label_matchers(expr: &str) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The scaler listens where its Service, probes and the compose port mappings point.
+#[test]
+fn scaler_listens_where_its_service_and_ports_point() {
+    fn listen_ports(args: &[String]) -> BTreeMap<String, u16> {
+        args.iter()
+            .filter_map(|a| {
+                let (flag, addr) = a.split_once('=')?;
+                let port = addr.rsplit_once(':')?.1.parse().ok()?;
+                flag.ends_with("-listen").then(|| (flag.to_owned(), port))
+            })
+            .collect()
+    }
+    for r in renderings() {
+        let d = find(&r.objects, "Deployment", "docfleet-scaler");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<String> = c["args"].as_array().unwrap().iter().map(scalar).collect();
+        let listen = listen_ports(&args);
+        assert_eq!(listen.len(), 3, "{}: scaler listen flags {args:?}", r.name);
+        let ports = c["ports"].as_array().unwrap();
+        for (name, flag) in
+            [("https", "--https-listen"), ("grpc", "--grpc-listen"), ("http-metrics", "--metrics-listen")]
+        {
+            let p = ports.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{}: no port {name}", r.name));
+            assert_eq!(p["containerPort"], listen[flag], "{}: {name} port vs {flag}", r.name);
+        }
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+        let svc = find(&r.objects, "Service", "docfleet-scaler");
+        for sp in svc["spec"]["ports"].as_array().unwrap() {
+            assert!(
+                ports.iter().any(|p| p["name"] == sp["targetPort"]),
+                "{}: Service port {sp} has no container port",
+                r.name
+            );
+        }
+    }
+    let compose = compose_file();
+    let scaler = compose_service(&compose, "scaler");
+    let listen = listen_ports(&docfleet_tests::deploy::compose_command(scaler));
+    assert_eq!(listen.len(), 3, "compose scaler listen flags");
+    for mapping in scaler["ports"].as_array().unwrap().iter().map(scalar) {
+        let container: u16 = mapping.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(
+            listen.values().any(|p| *p == container),
+            "compose scaler publishes {mapping}, which it does not listen on"
+        );
+    }
+}
