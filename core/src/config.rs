@@ -39,6 +39,7 @@ pub struct Settings {
     pub models: ModelsSettings,
     pub runtime: RuntimeSettings,
     pub ocr: OcrSettings,
+    pub vlm: VlmSettings,
     pub scaler: ScalerSettings,
 }
 
@@ -238,6 +239,8 @@ pub struct WorkerSettings {
     pub receive_batch: u32,
     /// Long-poll wait per receive call in seconds (0–20).
     pub receive_wait_seconds: u32,
+    /// Receive calls in flight at once (each needs room for a whole batch).
+    pub receive_concurrency: usize,
     /// Visibility timeout requested for received messages, in seconds.
     pub visibility_timeout_seconds: u32,
     /// Pipeline for S3 event notifications and jobs that name none.
@@ -276,6 +279,7 @@ impl Default for WorkerSettings {
             concurrency: 4,
             receive_batch: 10,
             receive_wait_seconds: 20,
+            receive_concurrency: 2,
             visibility_timeout_seconds: 300,
             default_pipeline: "inspect".into(),
             retry_base_delay_seconds: 5,
@@ -585,6 +589,51 @@ impl Default for OcrSettings {
     }
 }
 
+/// The `vlm` pipeline: a vision-encoder-decoder ONNX export (Donut, TrOCR, ...) in `models.vlm`,
+/// greedy generation with its own tokenizer (docs/vlm.md). The pipeline exists only when
+/// `models.vlm` names a model; its generation settings come from the model's
+/// `generation_config.json` unless set here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VlmSettings {
+    /// Decoder export to load: `auto` (`decoder_model_merged.onnx` when present, else
+    /// `decoder_model.onnx` + `decoder_with_past_model.onnx`), `merged` or `split`.
+    pub decoder: VlmDecoderLayout,
+    /// Pages generated together in one batch (1–64); each sequence stops on its own.
+    pub batch_size: usize,
+    /// Token limit per page; 0 takes the model's `max_new_tokens` (or `max_length`).
+    pub max_new_tokens: usize,
+    /// Most tokens a job may ask for with `params.max_new_tokens`.
+    pub max_new_tokens_limit: usize,
+    /// Task prompt for jobs that give none (`params.prompt`), e.g. `<s_cord-v2>`; empty: the
+    /// decoder start token alone.
+    pub prompt: String,
+    /// Resolution at which PDF pages are rasterised, in dots per inch (18–600).
+    pub pdf_dpi: f32,
+}
+
+/// Which decoder files of an optimum export the `vlm` pipeline loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlmDecoderLayout {
+    Auto,
+    Merged,
+    Split,
+}
+
+impl Default for VlmSettings {
+    fn default() -> Self {
+        Self {
+            decoder: VlmDecoderLayout::Auto,
+            batch_size: 4,
+            max_new_tokens: 0,
+            max_new_tokens_limit: 4096,
+            prompt: String::new(),
+            pdf_dpi: 150.0,
+        }
+    }
+}
+
 /// `docfleet-scaler`: queue depth for a plain HPA (external metrics API over HTTPS), for KEDA
 /// (external scaler gRPC) and Prometheus, and pod-deletion-cost for safe scale-in (docs/scaler.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -736,7 +785,8 @@ pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
                 .with_list_parse_key("store.allowed_input_buckets")
                 .with_list_parse_key("store.allowed_input_prefixes")
                 .with_list_parse_key("scaler.queues")
-                .with_list_parse_key("scaler.worker_metrics_urls"),
+                .with_list_parse_key("scaler.worker_metrics_urls")
+                .with_list_parse_key("models.vlm.files"),
         )
         .build()
         .map_err(|e| Error::Config(e.to_string()))?;
@@ -815,6 +865,9 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     }
     if !(1..=10).contains(&s.worker.receive_batch) {
         return fail("worker.receive_batch", format!("must be 1–10, got {}", s.worker.receive_batch));
+    }
+    if !(1..=16).contains(&s.worker.receive_concurrency) {
+        return fail("worker.receive_concurrency", format!("must be 1–16, got {}", s.worker.receive_concurrency));
     }
     if s.worker.receive_wait_seconds > 20 {
         return fail("worker.receive_wait_seconds", format!("must be 0–20, got {}", s.worker.receive_wait_seconds));
@@ -904,6 +957,22 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     }
     if !(1..=64).contains(&o.rec_batch_size) {
         return fail("ocr.rec_batch_size", format!("must be 1–64, got {}", o.rec_batch_size));
+    }
+    let v = &s.vlm;
+    if !(1..=64).contains(&v.batch_size) {
+        return fail("vlm.batch_size", format!("must be 1–64, got {}", v.batch_size));
+    }
+    if v.max_new_tokens_limit == 0 {
+        return fail("vlm.max_new_tokens_limit", "must be at least 1".into());
+    }
+    if v.max_new_tokens > v.max_new_tokens_limit {
+        return fail(
+            "vlm.max_new_tokens",
+            format!("must not exceed vlm.max_new_tokens_limit ({}), got {}", v.max_new_tokens_limit, v.max_new_tokens),
+        );
+    }
+    if !(18.0..=600.0).contains(&v.pdf_dpi) {
+        return fail("vlm.pdf_dpi", format!("must be 18–600, got {}", v.pdf_dpi));
     }
     validate_scaler(&s.scaler, &fail)?;
     if let Some(url) = &s.aws.endpoint_url {

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use docfleet_core::job::{Job, Parsed, parse_message};
 use docfleet_core::keys::{error_key_for, message_error_key_for, result_key_for, text_key_for};
 use docfleet_core::queue::Message;
@@ -169,11 +170,14 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken, stop: StopWhen) -> Result<Summary> {
         let s = &self.inner.settings.worker;
         // `slots` bounds jobs running at once; `held` bounds messages received and not finished
-        // (running or waiting for a slot), so the next batch is fetched while the current one
-        // runs instead of one message per freed slot.
+        // (running or waiting for a slot). Up to `receive_concurrency` receives run at once, each
+        // started only when a whole batch fits, so the next batches arrive while the current one
+        // runs instead of one message per freed slot, and prefetch stays bounded.
         let batch = s.receive_batch as usize;
+        let receivers = s.receive_concurrency;
         let slots = Arc::new(Semaphore::new(s.concurrency));
-        let held = Arc::new(Semaphore::new(s.concurrency + batch));
+        let held = Arc::new(Semaphore::new(s.concurrency + batch * receivers));
+        let mut receiving = futures::stream::FuturesUnordered::new();
         let (delete_tx, delete_rx) = mpsc::channel::<String>(1024);
         let deleter = tokio::spawn(run_deleter(self.clone(), delete_rx));
         let mut tasks = JoinSet::new();
@@ -186,14 +190,17 @@ impl Worker {
 
         loop {
             while tasks.try_join_next().is_some() {}
-            // Receive only when a whole batch fits.
-            let mut room = tokio::select! {
-                permits = held.clone().acquire_many_owned(batch as u32) => permits.expect("semaphore open"),
+            let (mut room, received) = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
-            };
-            let received = tokio::select! {
-                r = self.inner.backends.queue.receive(batch as u32, wait, visibility) => r,
-                _ = shutdown.cancelled() => break,
+                Some(done) = receiving.next(), if !receiving.is_empty() => done,
+                // Start another receive when a whole batch fits.
+                permits = held.clone().acquire_many_owned(batch as u32), if receiving.len() < receivers => {
+                    let room = permits.expect("semaphore open");
+                    let queue = self.inner.backends.queue.clone();
+                    receiving.push(async move { (room, queue.receive(batch as u32, wait, visibility).await) });
+                    continue;
+                }
             };
             let messages = match received {
                 Ok(m) => {
