@@ -22,8 +22,9 @@ impl Rng {
     }
 }
 
-fn job(fx: &Fixture, key: &str) -> String {
-    json!({"version": 1, "job_id": key, "input": format!("s3://{}/{key}", fx.input_bucket)}).to_string()
+fn job(fx: &Fixture, key: &str, pipeline: &str) -> String {
+    json!({"version": 1, "job_id": key, "input": format!("s3://{}/{key}", fx.input_bucket), "pipeline": pipeline})
+        .to_string()
 }
 
 async fn send_all(fx: &Fixture, bodies: &[String]) {
@@ -75,8 +76,16 @@ async fn dlq_job_ids(fx: &Fixture) -> Vec<String> {
     ids
 }
 
+/// What the `ocr` pipeline needs from the test environment (scripts/test.sh sets these up).
+const MODEL_ENV: &[&str] = &["HOME", "HF_HOME", "HF_HUB_CACHE", "ORT_DYLIB_PATH"];
+
 fn spawn_worker(fx: &Fixture, endpoint: Option<&str>, id: usize) -> Child {
     let mut cmd: Command = fx.command("docfleet-worker");
+    for var in MODEL_ENV {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
     cmd.env("DOCFLEET__WORKER__HTTP_PORT", free_port().to_string())
         .env("DOCFLEET__WORKER__VISIBILITY_TIMEOUT_SECONDS", "5")
         .env("DOCFLEET__WORKER__RETRY_BASE_DELAY_SECONDS", "1")
@@ -107,7 +116,7 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
 }
 
 /// Plant `good` documents and `poison` undecodable ones; return (good keys, poison keys).
-async fn plant(fx: &Fixture, good: usize, poison: usize) -> (Vec<String>, Vec<String>) {
+async fn plant(fx: &Fixture, good: usize, poison: usize, pipeline: &str) -> (Vec<String>, Vec<String>) {
     let doc = std::fs::read(repo_root().join("samples/receipt.webp")).unwrap();
     let good_keys: Vec<String> = (0..good).map(|i| format!("docs/{i:04}.webp")).collect();
     let poison_keys: Vec<String> = (0..poison).map(|i| format!("poison/{i:02}.png")).collect();
@@ -117,7 +126,7 @@ async fn plant(fx: &Fixture, good: usize, poison: usize) -> (Vec<String>, Vec<St
         (k.clone(), body)
     }));
     upload_all(fx, objects).await;
-    let mut bodies: Vec<String> = good_keys.iter().chain(&poison_keys).map(|k| job(fx, k)).collect();
+    let mut bodies: Vec<String> = good_keys.iter().chain(&poison_keys).map(|k| job(fx, k, pipeline)).collect();
     // Interleave poison among the good jobs.
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for i in (1..bodies.len()).rev() {
@@ -129,10 +138,10 @@ async fn plant(fx: &Fixture, good: usize, poison: usize) -> (Vec<String>, Vec<St
 
 /// Check the end state: one result per good document, one error record and a DLQ message per
 /// poison document, nothing else anywhere.
-async fn check_end_state(fx: &Fixture, good: &[String], poison: &[String]) {
-    let results = fx.output_keys("results/").await;
+async fn check_end_state(fx: &Fixture, good: &[String], poison: &[String], pipeline: &str) {
+    let results: Vec<String> = fx.output_keys("results/").await.into_iter().filter(|k| k.ends_with(".json")).collect();
     let expected: BTreeSet<String> =
-        good.iter().map(|k| format!("results/inspect/{}/{k}.json", fx.input_bucket)).collect();
+        good.iter().map(|k| format!("results/{pipeline}/{}/{k}.json", fx.input_bucket)).collect();
     let got: BTreeSet<String> = results.iter().cloned().collect();
     let missing: Vec<_> = expected.difference(&got).collect();
     let extra: Vec<_> = got.difference(&expected).collect();
@@ -163,7 +172,7 @@ async fn check_end_state(fx: &Fixture, good: &[String], poison: &[String]) {
 async fn wait_until_done(fx: &Fixture, good: usize, poison: usize, limit: Duration, mut tick: impl FnMut(u64)) {
     let started = Instant::now();
     loop {
-        let results = fx.output_keys("results/").await.len();
+        let results = fx.output_keys("results/").await.iter().filter(|k| k.ends_with(".json")).count();
         let (visible, in_flight, delayed) = fx.depth(&fx.queue_url).await;
         let dlq = fx.depth(&fx.dlq_url).await.0;
         if results >= good && dlq as usize >= poison && visible + in_flight + delayed == 0 {
@@ -184,7 +193,7 @@ async fn kill_chaos_three_workers_thousand_documents() {
     const GOOD: usize = 1000;
     const POISON: usize = 20;
     let fx = Fixture::new("chaos-kill", 10, 5).await;
-    let (good, poison) = plant(&fx, GOOD, POISON).await;
+    let (good, poison) = plant(&fx, GOOD, POISON, "inspect").await;
 
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     println!("chaos seed {seed}");
@@ -213,7 +222,7 @@ async fn kill_chaos_three_workers_thousand_documents() {
     for w in workers.into_iter().flatten() {
         assert!(stop(w).success(), "worker exits 0 on SIGTERM");
     }
-    check_end_state(&fx, &good, &poison).await;
+    check_end_state(&fx, &good, &poison, "inspect").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +232,7 @@ async fn backends_down_for_ten_seconds_loses_nothing() {
     let fx = Fixture::new("chaos-outage", 10, 5).await;
     let upstream = fx.endpoint.trim_start_matches("http://").to_owned();
     let proxy = OutageProxy::start(&upstream).await;
-    let (good, poison) = plant(&fx, GOOD, POISON).await;
+    let (good, poison) = plant(&fx, GOOD, POISON, "inspect").await;
 
     let endpoint = proxy.endpoint();
     let mut workers: Vec<Child> = (0..2).map(|i| spawn_worker(&fx, Some(&endpoint), i)).collect();
@@ -246,5 +255,45 @@ async fn backends_down_for_ten_seconds_loses_nothing() {
     for w in workers {
         assert!(stop(w).success(), "worker exits 0 on SIGTERM");
     }
-    check_end_state(&fx, &good, &poison).await;
+    check_end_state(&fx, &good, &poison, "inspect").await;
+}
+
+/// The same kill chaos on the real `ocr` pipeline, smaller: 80 documents, 2 workers, a worker
+/// SIGKILLed and restarted every 2 s (at most 3 times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_chaos_with_the_ocr_pipeline() {
+    const GOOD: usize = 80;
+    const POISON: usize = 4;
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some(),
+        "the ocr chaos run needs onnxruntime and the PP-OCR models: run `eval \"$(scripts/setup/onnxruntime.sh)\"` (scripts/test.sh does)"
+    );
+    let fx = Fixture::new("chaos-ocr", 10, 10).await;
+    let (good, poison) = plant(&fx, GOOD, POISON, "ocr").await;
+    let mut workers: Vec<Option<Child>> = (0..2).map(|i| Some(spawn_worker(&fx, None, i))).collect();
+    let (mut kills, mut spawned, mut next_kill) = (0, 2, 1);
+    wait_until_done(&fx, GOOD, POISON, Duration::from_secs(400), |elapsed| {
+        if elapsed >= next_kill && kills < 3 {
+            let victim = kills % 2;
+            let mut child = workers[victim].take().unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
+            workers[victim] = Some(spawn_worker(&fx, None, spawned));
+            spawned += 1;
+            kills += 1;
+            println!("t={elapsed}s killed ocr worker {victim} (kill {kills})");
+            next_kill = elapsed + 2;
+        }
+    })
+    .await;
+    assert!(kills >= 1, "the run must actually have killed a worker");
+    for w in workers.into_iter().flatten() {
+        assert!(stop(w).success(), "worker exits 0 on SIGTERM");
+    }
+    check_end_state(&fx, &good, &poison, "ocr").await;
+    // Each result also has its plain-text rendition, and it is not empty.
+    let texts: Vec<String> = fx.output_keys("results/ocr/").await.into_iter().filter(|k| k.ends_with(".txt")).collect();
+    assert_eq!(texts.len(), GOOD, "one .txt per document");
+    let record = fx.output_json(&format!("results/ocr/{}/{}.json", fx.input_bucket, good[0])).await;
+    assert!(record["output"]["pages"][0]["lines"].as_array().is_some_and(|l| !l.is_empty()), "{record}");
 }
