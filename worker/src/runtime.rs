@@ -102,6 +102,20 @@ impl Runtime {
         self.load(path, id, threads, 1)
     }
 
+    /// A bare session for the model file at `path`, built with the shared options (threads,
+    /// graph optimisation, execution provider), for models [`Model`] cannot run: several inputs of
+    /// mixed types, outputs fed back in (the `vlm` pipeline's decoders). `id` names it in errors.
+    pub fn session(&self, path: &Path, id: &str) -> Result<Session> {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
+        let builder = self.session_builder(self.settings.intra_threads).map_err(|e| bad(&e))?;
+        let mut builder = match self.provider {
+            ExecutionProvider::Cpu => builder,
+            other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
+        };
+        builder.commit_from_file(path).map_err(|e| bad(&e))
+    }
+
     fn load(&self, path: &Path, id: String, replicas: usize, intra_threads: usize) -> Result<Model> {
         let started = Instant::now();
         let bad =
