@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 pub mod inspect;
 pub mod ocr;
 pub mod sleep;
+pub mod vlm;
 
 /// An input document, fully read.
 #[derive(Debug, Clone)]
@@ -59,6 +60,16 @@ impl Pipelines {
                 Err(e) => {
                     tracing::warn!(error = %e, "the `ocr` pipeline is not available");
                     p.unavailable.insert("ocr", e.to_string());
+                }
+            }
+        }
+        // A worker without a VLM model still starts; jobs naming `vlm` then get an error record.
+        if vlm::configured(settings) {
+            match vlm::Vlm::load(settings) {
+                Ok(pipeline) => p.register(Arc::new(pipeline)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the `vlm` pipeline is not available");
+                    p.unavailable.insert("vlm", e.to_string());
                 }
             }
         }

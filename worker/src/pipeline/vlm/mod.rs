@@ -1,0 +1,417 @@
+//! `vlm`: image-to-text with a vision-encoder-decoder transformer (Donut, TrOCR, Nougat-like)
+//! exported to ONNX by optimum. Each page (PDF pages rasterised at `vlm.pdf_dpi`) is
+//! preprocessed as the model's `transformers` image processor would ([`preprocess`]), pages are
+//! encoded and decoded greedily with a KV cache in batches of `vlm.batch_size` ([`generate`]),
+//! and the generated ids become text through the model's own tokenizer ([`tokenizer`]). The
+//! result lists per page the text, the ids, why generation stopped and where the time went.
+
+pub mod config;
+pub mod generate;
+pub mod preprocess;
+pub mod resample;
+pub mod session;
+#[cfg(test)]
+mod tests;
+pub mod tokenizer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use docfleet_core::config::{Limits, VlmDecoderLayout, VlmSettings};
+use docfleet_core::models::{self, Snapshot};
+use docfleet_core::{Error, Result, Settings};
+use image::RgbImage;
+use serde_json::{Map, Value, json};
+
+use self::config::{GenerationConfig, ImageProcessorConfig, ModelConfig};
+use self::generate::{Generated, Rules, Times};
+use self::session::{ENCODER_FILE, Layout, Sessions};
+use self::tokenizer::Tokenizer;
+use super::{Document, Pipeline, PipelineOutput};
+use crate::document::rasterize;
+use crate::runtime::{Runtime, SETUP_HINT};
+
+/// Files every export needs beside the ONNX ones (`generation_config.json` is optional).
+const REQUIRED_FILES: [&str; 3] = ["config.json", "preprocessor_config.json", "tokenizer.json"];
+const GENERATION_FILE: &str = "generation_config.json";
+/// Job parameters the pipeline reads.
+const PARAMS: [&str; 2] = ["prompt", "max_new_tokens"];
+
+/// The loaded model, shared by every job.
+pub struct VlmEngine {
+    runtime: Arc<Runtime>,
+    sessions: Sessions,
+    tokenizer: Tokenizer,
+    model: ModelConfig,
+    generation: GenerationConfig,
+    rules: Rules,
+    processor: ImageProcessorConfig,
+    settings: VlmSettings,
+    limits: Limits,
+    snapshot: Snapshot,
+    /// Folder of the ONNX files inside the snapshot (`""` or `onnx/`).
+    onnx_dir: String,
+}
+
+/// One page's generation.
+#[derive(Debug, Clone)]
+pub struct PageText {
+    pub generated: Generated,
+    /// The whole decoder sequence (prompt and generated ids), special tokens skipped: what
+    /// `processor.batch_decode(model.generate(...), skip_special_tokens=True)` gives in Python.
+    pub text: String,
+    /// The generated ids alone, special tokens skipped (the prompt's own words left out).
+    pub generated_text: String,
+    /// The whole sequence with special tokens, for post-processing that reads them (Donut's
+    /// `token2json`).
+    pub raw_text: String,
+    pub preprocess: Duration,
+    /// Index and size of the batch the page ran in, and that batch's times.
+    pub batch: usize,
+    pub batch_size: usize,
+    pub times: Times,
+}
+
+/// True when `models.vlm` names a model (a repo or a directory).
+pub fn configured(settings: &Settings) -> bool {
+    let repo = &settings.models.vlm;
+    !repo.repo_id.is_empty() || repo.dir.is_some()
+}
+
+impl VlmEngine {
+    /// Load the export named by `models.vlm` into the shared runtime. Fails with a message naming
+    /// what is missing and how to get it.
+    pub fn load(settings: &Settings) -> Result<Self> {
+        let repo = &settings.models.vlm;
+        let snap = models::resolve(&settings.models, "vlm", repo)?;
+        // transformers.js-style repos keep the ONNX files in onnx/, the JSON files at the top.
+        let onnx_dir = if !snap.file(ENCODER_FILE).is_file() && snap.file("onnx").join(ENCODER_FILE).is_file() {
+            "onnx/"
+        } else {
+            ""
+        };
+        let layout = match settings.vlm.decoder {
+            VlmDecoderLayout::Merged => Layout::Merged,
+            VlmDecoderLayout::Split => Layout::Split,
+            VlmDecoderLayout::Auto if snap.file(&format!("{onnx_dir}decoder_model_merged.onnx")).is_file() => {
+                Layout::Merged
+            }
+            VlmDecoderLayout::Auto => Layout::Split,
+        };
+        let mut needed = repo.clone();
+        for file in REQUIRED_FILES.iter().chain([&ENCODER_FILE]).chain(layout.decoder_files()) {
+            let file = if file.ends_with(".onnx") { format!("{onnx_dir}{file}") } else { file.to_string() };
+            if !needed.files.contains(&file) {
+                needed.files.push(file);
+            }
+        }
+        let snap = models::locate(&settings.models, "vlm", &needed)?;
+        let runtime = Runtime::shared(settings)?;
+        Self::from_snapshot(runtime, snap, onnx_dir, layout, settings)
+    }
+
+    fn from_snapshot(
+        runtime: Arc<Runtime>,
+        snapshot: Snapshot,
+        onnx_dir: &str,
+        layout: Layout,
+        settings: &Settings,
+    ) -> Result<Self> {
+        let model_path = snapshot.file("config.json");
+        let model = ModelConfig::load(&model_path)?;
+        let gen_path = snapshot.file(GENERATION_FILE);
+        let generation = GenerationConfig::load(gen_path.is_file().then_some(gen_path.as_path()), &model, &model_path)?;
+        if let Some(what) = &generation.not_greedy {
+            tracing::warn!(model = %snapshot.id(), setting = %what, "the generation config asks for more than greedy search; the vlm pipeline decodes greedily");
+        }
+        let processor = ImageProcessorConfig::load(&snapshot.file("preprocessor_config.json"))?;
+        let tokenizer = Tokenizer::load(&snapshot.file("tokenizer.json"))?;
+        let onnx: PathBuf = snapshot.file(onnx_dir);
+        let sessions = Sessions::load(&runtime, &onnx, layout, &snapshot.id())?;
+        if generation.eos_token_ids.is_empty() {
+            tracing::warn!(model = %snapshot.id(), "no eos_token_id: every page runs to the token limit");
+        }
+        let rules = Rules::from_config(&generation);
+        tracing::info!(
+            model = %snapshot.id(), layout = layout.name(), encoder = %model.encoder_type, decoder = %model.decoder_type,
+            size = format!("{}x{}", processor.width, processor.height), "vlm model loaded"
+        );
+        Ok(Self {
+            runtime,
+            sessions,
+            tokenizer,
+            model,
+            generation,
+            rules,
+            processor,
+            settings: settings.vlm.clone(),
+            limits: settings.limits.clone(),
+            snapshot,
+            onnx_dir: onnx_dir.to_owned(),
+        })
+    }
+
+    /// Model id, revision and export, for result records.
+    pub fn model_info(&self) -> Value {
+        json!({
+            "id": self.snapshot.id(),
+            "revision": self.snapshot.revision,
+            "layout": self.sessions.layout.name(),
+            "onnx_dir": self.onnx_dir,
+            "encoder": self.model.encoder_type,
+            "decoder": self.model.decoder_type,
+            "input_size": [self.processor.width, self.processor.height],
+            "runtime": self.runtime.describe(),
+            "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+        })
+    }
+
+    /// The decoder input for a task prompt (`None`: `vlm.prompt`, else just the start token).
+    pub fn prompt_ids(&self, prompt: Option<&str>) -> Result<Vec<i64>> {
+        let start = self.generation.decoder_start_token_id;
+        let text = prompt.unwrap_or(&self.settings.prompt);
+        let mut ids = if text.is_empty() { Vec::new() } else { self.tokenizer.encode_prompt(text)? };
+        if ids.is_empty() || (!self.model.prompt_is_verbatim() && ids[0] != start) {
+            ids.insert(0, start);
+        }
+        if let Some(max) = self.model.max_positions
+            && ids.len() > max
+        {
+            return Err(Error::InvalidJob(format!(
+                "the prompt is {} tokens, longer than the {max} positions the model's decoder takes",
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// The token limit for a prompt: `requested`, else `vlm.max_new_tokens`, else the generation
+    /// config's; never past the decoder's last position.
+    pub fn token_limit(&self, prompt_len: usize, requested: Option<usize>) -> usize {
+        let from_model =
+            self.generation.max_new_tokens.unwrap_or(self.generation.max_length.saturating_sub(prompt_len));
+        let mut limit = match (requested, self.settings.max_new_tokens) {
+            (Some(n), _) => n,
+            (None, 0) => from_model,
+            (None, n) => n,
+        };
+        if let Some(max) = self.model.max_positions {
+            // Generating token k feeds prompt_len + k - 1 tokens.
+            limit = limit.min((max + 1).saturating_sub(prompt_len));
+        }
+        limit.max(1)
+    }
+
+    /// Generate for pages, `vlm.batch_size` at a time.
+    pub fn read_pages(&self, pages: &[&RgbImage], prompt: &[i64], max_new_tokens: usize) -> Result<Vec<PageText>> {
+        let mut out = Vec::with_capacity(pages.len());
+        for (b, chunk) in pages.chunks(self.settings.batch_size).enumerate() {
+            let first_page = b * self.settings.batch_size;
+            let mut pixels =
+                Vec::with_capacity(chunk.len() * 3 * (self.processor.height * self.processor.width) as usize);
+            let mut prep = Vec::with_capacity(chunk.len());
+            for (i, img) in chunk.iter().enumerate() {
+                let t = Instant::now();
+                let values = preprocess::pixel_values(img, &self.processor).map_err(|e| match e {
+                    Error::InvalidInput(m) => Error::InvalidInput(format!("page {}: {m}", first_page + i + 1)),
+                    other => other,
+                })?;
+                pixels.extend_from_slice(&values);
+                prep.push(t.elapsed());
+            }
+            let (generated, times) = self.generate(&pixels, chunk.len(), prompt, max_new_tokens)?;
+            for (g, preprocess) in generated.into_iter().zip(prep) {
+                let mut sequence = prompt.to_vec();
+                sequence.extend_from_slice(&g.ids);
+                out.push(PageText {
+                    text: self.tokenizer.decode(&sequence)?,
+                    generated_text: self.tokenizer.decode(&g.ids)?,
+                    raw_text: self.tokenizer.decode_with_special(&sequence)?,
+                    generated: g,
+                    preprocess,
+                    batch: b,
+                    batch_size: chunk.len(),
+                    times,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Greedy generation on preprocessed images (`batch × 3 × height × width`).
+    pub fn generate(
+        &self,
+        pixel_values: &[f32],
+        batch: usize,
+        prompt: &[i64],
+        max_new_tokens: usize,
+    ) -> Result<(Vec<Generated>, Times)> {
+        self.generate_with(pixel_values, batch, prompt, max_new_tokens, &self.rules)
+    }
+
+    /// [`generate`](Self::generate) with other logits processors than the model's.
+    pub fn generate_with(
+        &self,
+        pixel_values: &[f32],
+        batch: usize,
+        prompt: &[i64],
+        max_new_tokens: usize,
+        rules: &Rules,
+    ) -> Result<(Vec<Generated>, Times)> {
+        let shape = [3, self.processor.height as usize, self.processor.width as usize];
+        generate::generate(&self.sessions, pixel_values, shape, batch, prompt, max_new_tokens, rules)
+    }
+
+    /// Decode generated ids (special tokens skipped).
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    /// Read a whole document: the result record's `output` and the plain-text rendition.
+    pub fn read_document(&self, bytes: &[u8], params: &Map<String, Value>) -> Result<(Value, String)> {
+        let started = Instant::now();
+        let (prompt_text, requested) = job_params(params, self.settings.max_new_tokens_limit)?;
+        let prompt = self.prompt_ids(prompt_text.as_deref())?;
+        let limit = self.token_limit(prompt.len(), requested);
+        let (format, pages) = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
+        let decode = started.elapsed();
+        let images: Vec<&RgbImage> = pages.iter().map(|p| &p.image).collect();
+        let read = self.read_pages(&images, &prompt, limit)?;
+
+        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+        let mut page_values = Vec::with_capacity(read.len());
+        let mut texts = Vec::with_capacity(read.len());
+        let (mut preprocess, mut tokens) = (Duration::ZERO, 0usize);
+        let mut batches: Vec<Times> = Vec::new();
+        for (i, (page, r)) in pages.iter().zip(&read).enumerate() {
+            if batches.len() == r.batch {
+                batches.push(r.times);
+            }
+            preprocess += r.preprocess;
+            tokens += r.generated.ids.len();
+            let t = &r.times;
+            let mut v = json!({
+                "page": i + 1,
+                "width": page.image.width(),
+                "height": page.image.height(),
+                "text": r.text,
+                "generated_text": r.generated_text,
+                "raw_text": r.raw_text,
+                "tokens": r.generated.ids.len(),
+                "token_ids": r.generated.ids,
+                "finish_reason": r.generated.finish.as_str(),
+                "batch": {"index": r.batch, "size": r.batch_size},
+                "timings_ms": {
+                    "preprocess": ms(r.preprocess),
+                    "encoder": ms(t.encoder),
+                    "decoder": ms(t.decoder),
+                    "decoder_per_token": ms(t.decoder / t.steps.max(1) as u32),
+                },
+            });
+            if let Some(dpi) = page.dpi {
+                v["dpi"] = json!(dpi);
+            }
+            page_values.push(v);
+            texts.push(r.text.clone());
+        }
+        let sum = |f: fn(&Times) -> Duration| batches.iter().map(f).sum::<Duration>();
+        let (encoder, decoder, host) = (sum(|t| t.encoder), sum(|t| t.decoder), sum(|t| t.host()));
+        let total = started.elapsed();
+        let text = texts.join("\n\u{c}\n");
+        let output = json!({
+            "format": format,
+            "mime_type": format.mime(),
+            "bytes": bytes.len(),
+            "page_count": page_values.len(),
+            "pages": page_values,
+            "text": text,
+            "prompt": {"text": prompt_text.unwrap_or_else(|| self.settings.prompt.clone()), "token_ids": prompt},
+            "generation": {
+                "strategy": "greedy",
+                "max_new_tokens": limit,
+                "batch_size": self.settings.batch_size,
+                "eos_token_ids": self.generation.eos_token_ids,
+                "no_repeat_ngram_size": self.generation.no_repeat_ngram_size,
+                "repetition_penalty": self.generation.repetition_penalty,
+                "tokens": tokens,
+            },
+            "model": self.model_info(),
+            "timings_ms": {
+                "decode": ms(decode),
+                "preprocess": ms(preprocess),
+                "encoder": ms(encoder),
+                "decoder": ms(decoder),
+                "outside_session_run": ms(host),
+                "total": ms(total),
+            },
+        });
+        Ok((output, format!("{text}\n")))
+    }
+}
+
+/// `params.prompt` and `params.max_new_tokens`, checked.
+fn job_params(params: &Map<String, Value>, limit: usize) -> Result<(Option<String>, Option<usize>)> {
+    if let Some(key) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
+        return Err(Error::InvalidJob(format!(
+            "unknown parameter `{key}` for the vlm pipeline (accepted: {})",
+            PARAMS.join(", ")
+        )));
+    }
+    let prompt = match params.get("prompt") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => return Err(Error::InvalidJob(format!("params.prompt must be a string, got {other}"))),
+    };
+    let max_new_tokens = match params.get("max_new_tokens") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n as usize <= limit => Some(n as usize),
+            _ => {
+                return Err(Error::InvalidJob(format!(
+                    "params.max_new_tokens must be a whole number from 1 to {limit} (vlm.max_new_tokens_limit), got {v}"
+                )));
+            }
+        },
+    };
+    Ok((prompt, max_new_tokens))
+}
+
+/// The `vlm` pipeline.
+pub struct Vlm {
+    engine: Arc<VlmEngine>,
+}
+
+impl Vlm {
+    pub fn new(engine: Arc<VlmEngine>) -> Self {
+        Self { engine }
+    }
+
+    /// Load the engine for `settings`, adding the setup hint to a failure that involves onnxruntime.
+    pub fn load(settings: &Settings) -> Result<Self> {
+        VlmEngine::load(settings).map(|e| Self::new(Arc::new(e))).map_err(|e| match e {
+            Error::Model(m) if m.contains("onnxruntime") && !m.contains(SETUP_HINT) => {
+                Error::Model(format!("{m}. {SETUP_HINT}"))
+            }
+            other => other,
+        })
+    }
+}
+
+#[async_trait]
+impl Pipeline for Vlm {
+    fn name(&self) -> &'static str {
+        "vlm"
+    }
+
+    async fn process(&self, doc: &Document, params: &Map<String, Value>) -> Result<PipelineOutput> {
+        let bytes = doc.bytes.clone();
+        let params = params.clone();
+        let engine = self.engine.clone();
+        let (result, text) = tokio::task::spawn_blocking(move || engine.read_document(&bytes, &params))
+            .await
+            .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
+        Ok(PipelineOutput { result, text: Some(text) })
+    }
+}

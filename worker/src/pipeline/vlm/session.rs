@@ -1,0 +1,288 @@
+//! The encoder and decoder sessions of an optimum export and what each of their inputs and
+//! outputs is for, read from the sessions themselves: `pixel_values` → `last_hidden_state`;
+//! `input_ids`, `encoder_hidden_states`, optional `use_cache_branch` and attention masks, and
+//! `past_key_values.<name>` fed from the previous step's `present.<name>` (`…decoder…` entries
+//! grow every step, `…encoder…` cross-attention entries are computed once). Either one merged
+//! decoder (`decoder_model_merged.onnx`) or a first-step decoder and a with-past decoder.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use docfleet_core::{Error, Result};
+use ort::session::Session;
+use ort::value::{TensorElementType, ValueType};
+
+use crate::runtime::Runtime;
+
+/// How the decoder is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `decoder_model_merged.onnx`: one graph, `use_cache_branch` picks the step kind.
+    Merged,
+    /// `decoder_model.onnx` for the first step, `decoder_with_past_model.onnx` after it.
+    Split,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Merged => "merged",
+            Layout::Split => "split",
+        }
+    }
+
+    /// The decoder files, relative to the ONNX folder.
+    pub fn decoder_files(self) -> &'static [&'static str] {
+        match self {
+            Layout::Merged => &["decoder_model_merged.onnx"],
+            Layout::Split => &["decoder_model.onnx", "decoder_with_past_model.onnx"],
+        }
+    }
+}
+
+pub const ENCODER_FILE: &str = "encoder_model.onnx";
+
+/// What a decoder input is fed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    InputIds,
+    EncoderHiddenStates,
+    /// All ones, `batch × encoder positions`.
+    EncoderAttentionMask,
+    /// All ones, `batch × tokens so far`.
+    DecoderAttentionMask,
+    /// `[false]` on the first step, `[true]` after it.
+    UseCacheBranch,
+    /// `past_key_values.<name>`: cache slot (see [`CacheSlot`]).
+    Past(usize),
+}
+
+/// What a decoder output is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Logits,
+    /// `present.<name>`: becomes cache slot `usize`.
+    Present(usize),
+    Unused,
+}
+
+/// One key or value cache tensor, `batch × heads × positions × head_dim`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSlot {
+    /// The part after `past_key_values.` / `present.` (`0.decoder.key`).
+    pub name: String,
+    /// Cross-attention over the encoder output: computed on the first step, then fed unchanged.
+    pub cross: bool,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+/// A session with its inputs and outputs classified, run one call at a time.
+pub struct DecoderSession {
+    pub file: String,
+    session: Mutex<Session>,
+    pub inputs: Vec<Input>,
+    pub outputs: HashMap<String, Output>,
+}
+
+impl DecoderSession {
+    pub fn lock(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The encoder session.
+pub struct EncoderSession {
+    pub file: String,
+    session: Mutex<Session>,
+    pub input: String,
+    pub output: String,
+}
+
+impl EncoderSession {
+    pub fn lock(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every session of one model.
+pub struct Sessions {
+    pub layout: Layout,
+    pub encoder: EncoderSession,
+    /// The merged decoder, or `decoder_model.onnx`.
+    pub first: DecoderSession,
+    /// `decoder_with_past_model.onnx` (split layout).
+    pub with_past: Option<DecoderSession>,
+    pub slots: Vec<CacheSlot>,
+}
+
+impl Sessions {
+    /// Load the sessions from `dir` (the folder holding the ONNX files); `id` prefixes their names.
+    pub fn load(runtime: &Runtime, dir: &Path, layout: Layout, id: &str) -> Result<Self> {
+        let open = |file: &str| runtime.session(&dir.join(file), &format!("{id}/{file}"));
+        let encoder = open(ENCODER_FILE)?;
+        let (enc_input, enc_output) = encoder_io(&encoder, ENCODER_FILE)?;
+        let files = layout.decoder_files();
+        let first = open(files[0])?;
+        let with_past = files.get(1).map(|f| open(f)).transpose()?;
+
+        let mut slots: Vec<CacheSlot> = Vec::new();
+        let first = classify(first, files[0], &mut slots)?;
+        let with_past = match with_past {
+            Some(s) => Some(classify(s, files[1], &mut slots)?),
+            None => None,
+        };
+        let sessions = Self {
+            layout,
+            encoder: EncoderSession {
+                file: ENCODER_FILE.into(),
+                session: Mutex::new(encoder),
+                input: enc_input,
+                output: enc_output,
+            },
+            first,
+            with_past,
+            slots,
+        };
+        sessions.check()?;
+        Ok(sessions)
+    }
+
+    /// The session for a step.
+    pub fn decoder(&self, first_step: bool) -> &DecoderSession {
+        match (&self.with_past, first_step) {
+            (Some(with_past), false) => with_past,
+            _ => &self.first,
+        }
+    }
+
+    /// Every cache input must be produced by some step: cross entries by the first step, growing
+    /// entries by the session the cache steps run on.
+    fn check(&self) -> Result<()> {
+        let step = self.decoder(false);
+        for (session, needs_cache) in [(&self.first, self.with_past.is_none()), (step, true)] {
+            let has = |i: Input| session.inputs.contains(&i);
+            if !has(Input::InputIds) {
+                return Err(Error::Model(format!("{} has no `input_ids` input", session.file)));
+            }
+            if !session.outputs.values().any(|o| *o == Output::Logits) {
+                return Err(Error::Model(format!("{} has no `logits` output", session.file)));
+            }
+            if needs_cache && !session.inputs.iter().any(|i| matches!(i, Input::Past(_))) {
+                return Err(Error::Model(format!(
+                    "{} takes no past_key_values inputs: an export without KV cache is not supported \
+                     (export with optimum's `image-to-text-with-past` task)",
+                    session.file
+                )));
+            }
+        }
+        if !self.first.inputs.contains(&Input::EncoderHiddenStates) {
+            return Err(Error::Model(format!("{} has no `encoder_hidden_states` input", self.first.file)));
+        }
+        for input in &step.inputs {
+            let Input::Past(slot) = *input else { continue };
+            let producer = if self.slots[slot].cross { &self.first } else { step };
+            if !producer.outputs.values().any(|o| *o == Output::Present(slot)) {
+                return Err(Error::Model(format!(
+                    "{} takes past_key_values.{} but {} has no present.{} output",
+                    step.file, self.slots[slot].name, producer.file, self.slots[slot].name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tensor_type(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.iter().copied().collect())),
+        _ => None,
+    }
+}
+
+fn encoder_io(session: &Session, file: &str) -> Result<(String, String)> {
+    let input = session
+        .inputs()
+        .iter()
+        .find(|i| i.name() == "pixel_values")
+        .or_else(|| (session.inputs().len() == 1).then(|| &session.inputs()[0]))
+        .ok_or_else(|| Error::Model(format!("{file} has no `pixel_values` input")))?;
+    if session.inputs().len() != 1 {
+        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        return Err(Error::Model(format!("{file} takes inputs {names:?}; only `pixel_values` is supported")));
+    }
+    if tensor_type(input.dtype()).map(|t| t.0) != Some(TensorElementType::Float32) {
+        return Err(Error::Model(format!(
+            "{file}: `{}` is not a float32 tensor (only float32 exports are supported)",
+            input.name()
+        )));
+    }
+    let output = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == "last_hidden_state")
+        .or_else(|| session.outputs().first())
+        .ok_or_else(|| Error::Model(format!("{file} has no output")))?;
+    Ok((input.name().to_owned(), output.name().to_owned()))
+}
+
+/// Classify a decoder session's inputs and outputs, adding the cache slots it names to `slots`.
+fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<DecoderSession> {
+    let fail = |why: String| Error::Model(format!("{file}: {why}"));
+    let slot_for = |name: &str, shape: &[i64], slots: &mut Vec<CacheSlot>| -> Result<usize> {
+        if let Some(i) = slots.iter().position(|s| s.name == name) {
+            return Ok(i);
+        }
+        let dim = |i: usize| shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
+        let (Some(heads), Some(head_dim)) = (dim(1), dim(3)) else {
+            return Err(fail(format!("cannot tell heads and head size of `{name}` from its shape {shape:?}")));
+        };
+        slots.push(CacheSlot { name: name.to_owned(), cross: name.contains(".encoder."), heads, head_dim });
+        Ok(slots.len() - 1)
+    };
+    let mut inputs = Vec::new();
+    for input in session.inputs() {
+        let name = input.name();
+        let (ty, shape) = tensor_type(input.dtype()).ok_or_else(|| fail(format!("input `{name}` is not a tensor")))?;
+        let want = |expected: TensorElementType, role: Input| {
+            if ty == expected {
+                Ok(role)
+            } else {
+                Err(fail(format!("input `{name}` is {ty:?}, expected {expected:?}")))
+            }
+        };
+        let role = match name {
+            "input_ids" => want(TensorElementType::Int64, Input::InputIds)?,
+            "encoder_hidden_states" => want(TensorElementType::Float32, Input::EncoderHiddenStates)?,
+            "encoder_attention_mask" => want(TensorElementType::Int64, Input::EncoderAttentionMask)?,
+            "decoder_attention_mask" | "attention_mask" => want(TensorElementType::Int64, Input::DecoderAttentionMask)?,
+            "use_cache_branch" => want(TensorElementType::Bool, Input::UseCacheBranch)?,
+            _ if name.starts_with("past_key_values.") => {
+                if ty != TensorElementType::Float32 {
+                    return Err(fail(format!("`{name}` is {ty:?}: only float32 exports are supported")));
+                }
+                Input::Past(slot_for(&name["past_key_values.".len()..], &shape, slots)?)
+            }
+            _ => return Err(fail(format!("takes input `{name}`, which this pipeline does not know how to feed"))),
+        };
+        inputs.push(role);
+    }
+    let mut outputs = HashMap::new();
+    for output in session.outputs() {
+        let name = output.name();
+        let role = if name == "logits" {
+            if tensor_type(output.dtype()).map(|t| t.0) != Some(TensorElementType::Float32) {
+                return Err(fail("`logits` is not float32 (only float32 exports are supported)".into()));
+            }
+            Output::Logits
+        } else if let Some(rest) = name.strip_prefix("present.") {
+            let shape = tensor_type(output.dtype()).map(|t| t.1).unwrap_or_default();
+            Output::Present(slot_for(rest, &shape, slots)?)
+        } else {
+            Output::Unused
+        };
+        outputs.insert(name.to_owned(), role);
+    }
+    Ok(DecoderSession { file: file.to_owned(), session: Mutex::new(session), inputs, outputs })
+}
