@@ -70,6 +70,9 @@ enum Command {
         /// Jobs in each HPA-simulation burst.
         #[arg(long, default_value_t = 160)]
         jobs: usize,
+        /// HPA-simulation rounds (each: with, then without pod-deletion-cost).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
         /// Only the latency part.
         #[arg(long)]
         skip_hpa: bool,
@@ -96,7 +99,9 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || ocr::run(threads, repeat, &python)).await?
         }
         Command::OcrChild { threads, repeat, pages } => ocr::child(threads, repeat, &pages),
-        Command::Scaler { rate, seconds, jobs, skip_hpa } => scaler::run(rate, seconds, jobs, skip_hpa).await,
+        Command::Scaler { rate, seconds, jobs, rounds, skip_hpa } => {
+            scaler::run(rate, seconds, jobs, rounds, skip_hpa).await
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //!    interval; SQS GetQueueAttributes calls per minute and the scaler's CPU time meanwhile.
 //! 2. The HPA simulation (tests/src/scaler_sim.rs) with jobs of mixed length and a worker grace
 //!    period shorter than the longest jobs, once with pod-deletion-cost and once without: drain
-//!    time, busy workers killed by scale-in, jobs released (and so run again).
+//!    time, busy workers killed by scale-in, jobs interrupted (and so run again).
 
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,7 @@ where
     (latencies, failures)
 }
 
-pub async fn run(rate: u32, seconds: u64, jobs: usize, skip_hpa: bool) -> anyhow::Result<()> {
+pub async fn run(rate: u32, seconds: u64, jobs: usize, rounds: usize, skip_hpa: bool) -> anyhow::Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -158,25 +158,31 @@ pub async fn run(rate: u32, seconds: u64, jobs: usize, skip_hpa: bool) -> anyhow
     if skip_hpa {
         return Ok(());
     }
-    // 2. Drain time with and without pod-deletion-cost.
+    // 2. Drain time with and without pod-deletion-cost: mostly short jobs and a long tail (every
+    // 10th job 20 s, longer than the 1 s grace), one message per slot as the target, so scale-in
+    // happens while some workers are idle and others run long jobs.
     let opts = SimOptions {
         jobs,
-        job_ms: 500,
-        job_ms_max: 8_000,
+        job_ms: 300,
+        job_ms_max: 1_000,
+        long_job_every: 10,
+        long_job_ms: 20_000,
         worker_grace_seconds: Some(1),
-        target: 10.0,
+        target: 2.0,
         max_replicas: 4,
         worker_concurrency: 2,
         scale_down_window: Duration::from_secs(3),
-        limit: Duration::from_secs(600),
+        limit: Duration::from_secs(900),
         verbose: false,
         ..SimOptions::default()
     };
     println!(
-        "\nHPA simulation: {jobs} sleep jobs of {}–{} ms, target {} msgs/replica, {}–{} replicas × {} slots, \
-         scale-down window {:?}, sync {:?}, worker grace {} s:",
+        "\nHPA simulation: {jobs} sleep jobs of {}–{} ms, every {}th {} ms; target {} msgs/replica, {}–{} replicas × \
+         {} slots, scale-down window {:?}, sync {:?}, worker grace {} s; {rounds} rounds each, alternating:",
         opts.job_ms,
         opts.job_ms_max,
+        opts.long_job_every,
+        opts.long_job_ms,
         opts.target,
         opts.min_replicas,
         opts.max_replicas,
@@ -186,24 +192,27 @@ pub async fn run(rate: u32, seconds: u64, jobs: usize, skip_hpa: bool) -> anyhow
         opts.worker_grace_seconds.unwrap_or(25)
     );
     println!(
-        "{:<22} {:>9} {:>10} {:>10} {:>11} {:>9} {:>8} {:>8}",
-        "pod-deletion-cost", "drain s", "settle s", "scale-ins", "busy killed", "released", "results", "patches"
+        "{:<22} {:>9} {:>10} {:>10} {:>11} {:>11} {:>8} {:>8}",
+        "pod-deletion-cost", "drain s", "settle s", "scale-ins", "busy killed", "interrupted", "results", "patches"
     );
-    for with_cost in [true, false] {
-        let fx = Fixture::new(if with_cost { "bench-hpa-cost" } else { "bench-hpa-plain" }, 10, 120).await;
-        let report = run_hpa_simulation(&fx, &SimOptions { pod_deletion_cost: with_cost, ..opts.clone() }).await;
-        anyhow::ensure!(report.results == jobs, "{} results for {jobs} jobs", report.results);
-        println!(
-            "{:<22} {:>9.1} {:>10.1} {:>10} {:>11} {:>9} {:>8} {:>8}",
-            if with_cost { "on (idle first)" } else { "off (newest first)" },
-            report.drain_seconds,
-            report.settle_seconds,
-            report.scale_ins,
-            report.busy_killed,
-            report.released,
-            report.results,
-            report.cost_patches
-        );
+    for round in 0..rounds {
+        for with_cost in [true, false] {
+            let name = format!("bench-hpa-{}-{round}", if with_cost { "cost" } else { "plain" });
+            let fx = Fixture::new(&name, 10, 120).await;
+            let report = run_hpa_simulation(&fx, &SimOptions { pod_deletion_cost: with_cost, ..opts.clone() }).await;
+            anyhow::ensure!(report.results == jobs, "{} results for {jobs} jobs", report.results);
+            println!(
+                "{:<22} {:>9.1} {:>10.1} {:>10} {:>11} {:>11} {:>8} {:>8}",
+                if with_cost { "on (idle first)" } else { "off (newest first)" },
+                report.drain_seconds,
+                report.settle_seconds,
+                report.scale_ins,
+                report.busy_killed,
+                report.interrupted,
+                report.results,
+                report.cost_patches
+            );
+        }
     }
     Ok(())
 }

@@ -526,6 +526,17 @@ impl WorkerPod {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Jobs abandoned when the grace period ran out (`unfinished=N` of the worker's warning).
+    pub fn interrupted_jobs(&self) -> u64 {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("abandoning unfinished jobs"))
+            .filter_map(|l| {
+                l.split("unfinished=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
 }
 
 impl Drop for WorkerPod {
@@ -546,6 +557,9 @@ pub struct SimOptions {
     /// pseudo-random order) between the two.
     pub job_ms: u64,
     pub job_ms_max: u64,
+    /// Every `long_job_every`-th job (0: none) takes `long_job_ms` instead: a long tail.
+    pub long_job_every: usize,
+    pub long_job_ms: u64,
     /// The workers' `shutdown_grace_seconds` (default 25): shorter than the jobs, a scale-in that
     /// hits a busy worker releases its jobs, which then run again elsewhere.
     pub worker_grace_seconds: Option<u32>,
@@ -575,6 +589,8 @@ impl Default for SimOptions {
             jobs: 500,
             job_ms: 300,
             job_ms_max: 300,
+            long_job_every: 0,
+            long_job_ms: 0,
             worker_grace_seconds: None,
             target: 25.0,
             min_replicas: 1,
@@ -617,8 +633,9 @@ pub struct SimReport {
     pub idle_killed: usize,
     /// Sum of every worker's `jobs_succeeded` (its exit summary).
     pub jobs_succeeded: u64,
-    /// Sum of every worker's `released_for_retry`: jobs a scale-in interrupted (or that failed).
-    pub released: u64,
+    /// Jobs a scale-in interrupted: still running when a worker's grace period ran out, so
+    /// released and run again elsewhere (from the workers' logs).
+    pub interrupted: u64,
     /// Result objects under `results/`.
     pub results: usize,
     /// Messages left in the DLQ.
@@ -849,7 +866,7 @@ pub async fn run_hpa_simulation(fx: &Fixture, opts: &SimOptions) -> SimReport {
         match w.summary() {
             Some(s) => {
                 report.jobs_succeeded += s["jobs_succeeded"].as_u64().unwrap_or(0);
-                report.released += s["released_for_retry"].as_u64().unwrap_or(0);
+                report.interrupted += w.interrupted_jobs();
             }
             None => panic!("{} printed no summary; log:\n{}", w.name, tail(&w.log_text(), 30)),
         }
@@ -863,6 +880,9 @@ pub async fn run_hpa_simulation(fx: &Fixture, opts: &SimOptions) -> SimReport {
 
 /// Job `i`'s length: `job_ms`, or spread over `job_ms..=job_ms_max` in a fixed shuffled order.
 pub fn job_length_ms(opts: &SimOptions, i: usize) -> u64 {
+    if opts.long_job_every > 0 && i % opts.long_job_every == opts.long_job_every - 1 {
+        return opts.long_job_ms;
+    }
     if opts.job_ms_max <= opts.job_ms {
         return opts.job_ms;
     }
