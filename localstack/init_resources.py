@@ -31,6 +31,21 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def settled(call, *args, **kwargs):
+    """Run an API call, retrying while a freshly started LocalStack is still registering its
+    handlers (it answers `InternalFailure: no handler for operation ...` for a moment on a cold
+    first start). Bounded: about 30 s, then the error is raised."""
+    for attempt in range(60):
+        try:
+            return call(*args, **kwargs)
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            warming = err.get("Code") == "InternalFailure" and "no handler" in err.get("Message", "")
+            if not warming or attempt == 59:
+                raise
+            time.sleep(0.5)
+
+
 def main() -> int:
     a = parse_args()
     session = boto3.session.Session(
@@ -53,7 +68,7 @@ def main() -> int:
                 return 1
             time.sleep(0.5)
 
-    dlq_url = sqs.create_queue(QueueName=a.dlq, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = settled(sqs.create_queue, QueueName=a.dlq, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(QueueName=a.queue)["QueueUrl"]
     sqs.set_queue_attributes(
@@ -65,7 +80,7 @@ def main() -> int:
     )
     for bucket in (a.input_bucket, a.output_bucket):
         try:
-            s3.create_bucket(Bucket=bucket)
+            settled(s3.create_bucket, Bucket=bucket)
         except ClientError as e:
             if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
