@@ -95,6 +95,8 @@ pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>, router: Rou
                 }
             },
         };
+        // Small responses: do not let Nagle hold the second frame of a reply for the client's ACK.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
