@@ -333,6 +333,11 @@ pub struct ModelsSettings {
     pub token: Option<Secret>,
     /// Parallel file downloads.
     pub max_workers: usize,
+    /// Attempts per request after the first when the network or the server fails transiently
+    /// (connection errors, timeouts, 429, 5xx, a body cut short); backoff doubles from 250 ms to 10 s.
+    pub retries: u32,
+    /// How long a downloader waits for another one holding the same repo's cache lock (seconds).
+    pub lock_timeout_seconds: u64,
     /// Python package index used by `wheel` sources.
     pub index_url: String,
     /// The PP-OCR detection, orientation and recognition models of the `ocr` pipeline.
@@ -353,6 +358,8 @@ impl Default for ModelsSettings {
             endpoint: None,
             token: None,
             max_workers: 8,
+            retries: 5,
+            lock_timeout_seconds: 3600,
             index_url: "https://pypi.org/simple".into(),
             ocr: ModelRepo {
                 repo_id: "docfleet/pp-ocrv4-onnx".into(),
@@ -366,6 +373,8 @@ impl Default for ModelsSettings {
                     kind: SourceKind::Wheel,
                     package: Some("rapidocr-onnxruntime".into()),
                     version: Some("1.4.4".into()),
+                    // rapidocr_onnxruntime-1.4.4-py3-none-any.whl (pure Python: one wheel for every platform).
+                    sha256: Some("971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf".into()),
                     subdir: Some("rapidocr_onnxruntime/models".into()),
                     ..ModelSource::default()
                 },
@@ -380,6 +389,11 @@ impl Default for ModelsSettings {
                     kind: SourceKind::Wheel,
                     package: Some("onnxruntime".into()),
                     version: Some("1.32.0".into()),
+                    // onnxruntime-1.32.0-cp313-cp313-manylinux_2_28_x86_64.whl. The wheels differ per Python
+                    // version but carry the same libonnxruntime.so; the cp313 one is pinned (as
+                    // scripts/setup/onnxruntime.py does) so the snapshot's commit, derived from this hash, is
+                    // the same everywhere. Other architectures: pin that platform's wheel here.
+                    sha256: Some("02ea12a28c069ea8510093d95a7f6ff8126bfd9fc5c0d3381c03b80fb2b424ba".into()),
                     subdir: Some("onnxruntime/capi".into()),
                     ..ModelSource::default()
                 },
@@ -416,6 +430,37 @@ pub fn env_flag(name: &str) -> bool {
     std::env::var(name)
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
+}
+
+/// A source must name what it fetches: `url` for `s3` and `local`, `package` and `version` for
+/// `wheel`; a pinned wheel hash is 64 hex digits.
+fn validate_model_source(repo: &ModelRepo) -> std::result::Result<(), String> {
+    if repo.repo_id.is_empty() || repo.dir.is_some() {
+        return Ok(());
+    }
+    let src = &repo.source;
+    match src.kind {
+        SourceKind::Hub => Ok(()),
+        SourceKind::S3 => match src.url.as_deref() {
+            Some(u) if u.starts_with("s3://") && u.len() > 5 => Ok(()),
+            other => Err(format!("kind `s3` needs url = \"s3://bucket/prefix\", got {other:?}")),
+        },
+        SourceKind::Local => match src.url.as_deref() {
+            Some(u) if !u.is_empty() => Ok(()),
+            _ => Err("kind `local` needs url = \"/path/to/directory\"".into()),
+        },
+        SourceKind::Wheel => {
+            if src.package.as_deref().unwrap_or("").is_empty() || src.version.as_deref().unwrap_or("").is_empty() {
+                return Err("kind `wheel` needs package and version".into());
+            }
+            match &src.sha256 {
+                Some(h) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Err(format!("sha256 must be 64 hex digits, got `{h}`"))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 /// One model repository: what the worker needs from it and where the downloader gets it.
@@ -923,6 +968,20 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     }
     if s.models.max_workers == 0 || s.models.max_workers > 64 {
         return fail("models.max_workers", format!("must be 1–64, got {}", s.models.max_workers));
+    }
+    if s.models.retries > 20 {
+        return fail("models.retries", format!("must be 0–20, got {}", s.models.retries));
+    }
+    if s.models.lock_timeout_seconds == 0 {
+        return fail("models.lock_timeout_seconds", "must be at least 1".into());
+    }
+    if !(s.models.index_url.starts_with("http://") || s.models.index_url.starts_with("https://")) {
+        return fail("models.index_url", format!("must start with http:// or https://, got `{}`", s.models.index_url));
+    }
+    for (name, repo) in [("ocr", &s.models.ocr), ("vlm", &s.models.vlm), ("onnxruntime", &s.models.onnxruntime)] {
+        if let Err(why) = validate_model_source(repo) {
+            return fail(&format!("models.{name}.source"), why);
+        }
     }
     for (name, repo) in [("ocr", &s.models.ocr), ("vlm", &s.models.vlm), ("onnxruntime", &s.models.onnxruntime)] {
         if let Err(why) = crate::models::validate_repo(repo) {
