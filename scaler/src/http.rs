@@ -54,8 +54,16 @@ pub fn json_routes() -> Router<Arc<Values>> {
 
 async fn metrics_text(State(values): State<Arc<Values>>) -> Response {
     // A scrape reads the queues too (through the cache), so the depth gauges and the DLQ alert
-    // stay current even when no autoscaler asks.
-    values.cache.refresh_all().await;
+    // stay current even when no autoscaler asks. It waits for that briefly only: with SQS slow or
+    // down the read goes on in the background and the scrape reports the gauges as they are
+    // (cache_age_seconds shows how old).
+    let refresh = tokio::spawn({
+        let values = values.clone();
+        async move {
+            values.cache.refresh_all().await;
+        }
+    });
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), refresh).await;
     values.cache.record_ages();
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], values.metrics.encode())
         .into_response()
