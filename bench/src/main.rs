@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 mod ocr;
 mod scaler;
+mod vlm;
 mod worker;
 
 #[derive(Parser)]
@@ -77,6 +78,26 @@ enum Command {
         #[arg(long)]
         skip_hpa: bool,
     },
+    /// The Rust `vlm` generation loop vs transformers' generate on optimum's onnxruntime sessions:
+    /// tokens/s, images/s and time outside session.run per batch size. Needs
+    /// `scripts/setup/onnxruntime.sh` and the vlm venv (tests/fixtures/vlm/README.md).
+    Vlm {
+        /// Model directory (optimum export); default: the tiny test model.
+        #[arg(long, default_value = "tests/fixtures/vlm/tiny-ved/merged")]
+        model: String,
+        /// onnxruntime intra-op threads on both sides.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed passes over the 8 images after a warm-up pass.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+        batch: Vec<usize>,
+        /// Python of the vlm venv (transformers, optimum, onnxruntime 1.32.0).
+        #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
+        python: String,
+    },
     /// (internal) The Rust side of `ocr`, in its own process.
     #[command(hide = true)]
     OcrChild {
@@ -99,6 +120,11 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || ocr::run(threads, repeat, &python)).await?
         }
         Command::OcrChild { threads, repeat, pages } => ocr::child(threads, repeat, &pages),
+        Command::Vlm { model, threads, repeat, batch, python } => {
+            let model = docfleet_tests::repo_root().join(vlm::expand(&model));
+            let python = vlm::expand(&python);
+            tokio::task::spawn_blocking(move || vlm::run(&model, &python, threads, repeat, &batch)).await?
+        }
         Command::Scaler { rate, seconds, jobs, rounds, skip_hpa } => {
             scaler::run(rate, seconds, jobs, rounds, skip_hpa).await
         }

@@ -204,6 +204,11 @@ impl VlmEngine {
         limit.max(1)
     }
 
+    /// One page as the encoder's input (`3 × height × width`, channels first).
+    pub fn pixel_values(&self, img: &RgbImage) -> Result<Vec<f32>> {
+        preprocess::pixel_values(img, &self.processor)
+    }
+
     /// Generate for pages, `vlm.batch_size` at a time.
     pub fn read_pages(&self, pages: &[&RgbImage], prompt: &[i64], max_new_tokens: usize) -> Result<Vec<PageText>> {
         let mut out = Vec::with_capacity(pages.len());
