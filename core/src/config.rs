@@ -1233,6 +1233,35 @@ mod tests {
     }
 
     #[test]
+    fn vlm_settings_from_the_environment_and_their_limits() {
+        let loaded = load_with_env(
+            &opts("local-dev"),
+            env(&[
+                ("DOCFLEET__MODELS__VLM__DIR", "/models/donut"),
+                ("DOCFLEET__MODELS__VLM__FILES", "extra.json,onnx/encoder_model.onnx"),
+                ("DOCFLEET__VLM__DECODER", "split"),
+                ("DOCFLEET__VLM__BATCH_SIZE", "8"),
+            ]),
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(loaded.models.vlm.dir.as_deref(), Some(std::path::Path::new("/models/donut")));
+        assert_eq!(loaded.models.vlm.files, vec!["extra.json", "onnx/encoder_model.onnx"]);
+        assert_eq!((loaded.vlm.decoder, loaded.vlm.batch_size), (VlmDecoderLayout::Split, 8));
+        for (vars, needle) in [
+            (&[("DOCFLEET__VLM__BATCH_SIZE", "0")][..], "`vlm.batch_size`"),
+            (&[("DOCFLEET__VLM__MAX_NEW_TOKENS", "5000")][..], "`vlm.max_new_tokens`"),
+            (&[("DOCFLEET__VLM__PDF_DPI", "5")][..], "`vlm.pdf_dpi`"),
+        ] {
+            let err = load_with_env(&opts("local-dev"), env(vars)).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("the environment"), "{vars:?}: {err}");
+        }
+        let err =
+            load_with_env(&opts("local-dev"), env(&[("DOCFLEET__VLM__DECODER", "fused")])).unwrap_err().to_string();
+        assert!(err.contains("vlm.decoder") && err.contains("fused"), "{err}");
+    }
+
+    #[test]
     fn unknown_profile_is_an_error() {
         let err = load_with_env(&opts("prod"), env(&[])).unwrap_err().to_string();
         assert!(err.contains("unknown profile `prod`") && err.contains("local-dev"), "{err}");
