@@ -145,7 +145,10 @@ async fn sigterm_drains_in_flight_jobs_and_releases_the_rest() {
         counts.push(fx.output_json(k).await["receive_count"].as_u64().unwrap());
     }
     counts.sort();
-    assert_eq!(counts, [1, 1, 1, 1, 2, 2], "only the released ones were received twice");
+    // The four finished jobs were received once; the released ones again (a receive that was in
+    // flight at SIGTERM may have picked one up and released it too, hence ≥ 2).
+    assert_eq!(counts[..4], [1, 1, 1, 1], "{counts:?}");
+    assert!(counts[4..].iter().all(|c| *c >= 2), "only the released ones were received again: {counts:?}");
 
     // Grace period shorter than the jobs: the worker gives up on them and releases them at once.
     let fx = Fixture::new("drain-grace", 10, 60).await;

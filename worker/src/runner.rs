@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use docfleet_core::job::{Job, Parsed, parse_message};
 use docfleet_core::keys::{error_key_for, message_error_key_for, result_key_for, text_key_for};
 use docfleet_core::queue::Message;
 use docfleet_core::{Backends, Error, Result, Settings, now_ms};
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
@@ -260,7 +260,26 @@ impl Worker {
         }
         let grace = Duration::from_secs(s.shutdown_grace_seconds as u64);
         info!(in_flight = tasks.len(), grace_s = grace.as_secs(), "worker stopping; finishing in-flight jobs");
-        let finished = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        // Receives still in flight are not dropped (SQS may already have handed them messages,
+        // which would stay invisible for the whole visibility timeout): their messages are
+        // released at once, while running jobs finish.
+        let release_received = async {
+            while let Some((room, received)) = receiving.next().await {
+                if let Ok(messages) = received {
+                    for m in &messages {
+                        self.hold(m);
+                    }
+                    if !messages.is_empty() {
+                        self.release_held_receipts(messages.into_iter().map(|m| m.receipt_handle).collect()).await;
+                    }
+                }
+                drop(room);
+            }
+        };
+        let finished = tokio::time::timeout(grace, async {
+            tokio::join!(release_received, async { while tasks.join_next().await.is_some() {} });
+        })
+        .await;
         if finished.is_err() {
             warn!(
                 unfinished = tasks.len(),
@@ -284,6 +303,14 @@ impl Worker {
     /// Make every message still held visible again at once (shutdown after the grace period).
     async fn release_held(&self) {
         let receipts: Vec<String> = self.inner.held.lock().expect("held lock").drain().map(|(r, _)| r).collect();
+        self.release_held_receipts(receipts).await;
+    }
+
+    /// Make these held messages visible again at once and stop heartbeating them.
+    async fn release_held_receipts(&self, receipts: Vec<String>) {
+        for r in &receipts {
+            self.unhold(r);
+        }
         for chunk in receipts.chunks(docfleet_core::queue::MAX_BATCH) {
             let entries: Vec<(String, Duration)> = chunk.iter().map(|r| (r.clone(), Duration::ZERO)).collect();
             match self.inner.backends.queue.change_visibility_batch(&entries).await {
