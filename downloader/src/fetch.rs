@@ -293,13 +293,14 @@ pub fn missing_configured(repo: &ModelRepo, available: &[String]) -> Vec<String>
 
 /// The error for configured files a source lacks, or an empty selection.
 pub fn selection_error(t: &Target, what: &str, missing: &[String], selected: usize) -> Option<Error> {
+    let adhoc = t.name.contains('/');
     if !missing.is_empty() {
         return Some(Error::NotFound(format!(
-            "model `{}`: {} {} not in {what} (models.{}.files)",
+            "model `{}`: {} {} not in {what} ({})",
             t.name,
             missing.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
             if missing.len() == 1 { "is" } else { "are" },
-            t.name
+            if adhoc { "--file".to_owned() } else { format!("models.{}.files", t.name) }
         )));
     }
     if selected == 0 {

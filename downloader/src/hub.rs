@@ -39,6 +39,19 @@ struct HubErrors<'a> {
 }
 
 impl HubErrors<'_> {
+    /// Where to fix `key`: the config key of a configured model, the flag of an ad-hoc `--repo`.
+    fn hint(&self, key: &str) -> String {
+        if self.name.contains('/') {
+            match key {
+                "repo_id" => "--repo".into(),
+                "files" => "--file".into(),
+                other => format!("--{other}"),
+            }
+        } else {
+            format!("models.{}.{key}", self.name)
+        }
+    }
+
     /// Map an HTTP status (with the hub's `X-Error-Code` / `X-Error-Message`) to an error that says
     /// what to do.
     fn status(&self, status: StatusCode, code: Option<&str>, message: Option<&str>, file: Option<&str>) -> Error {
@@ -71,16 +84,19 @@ impl HubErrors<'_> {
             )),
             404 => match (code, file) {
                 (Some("RevisionNotFound"), _) => Error::NotFound(format!(
-                    "revision `{}` was not found in repo `{repo}` (models.{}.revision){said}",
-                    self.revision, self.name
+                    "revision `{}` was not found in repo `{repo}` ({}){said}",
+                    self.revision,
+                    self.hint("revision")
                 )),
                 (Some("EntryNotFound"), Some(f)) | (None, Some(f)) => Error::NotFound(format!(
-                    "file `{f}` was not found in repo `{repo}` at revision `{}` (models.{}.files){said}",
-                    self.revision, self.name
+                    "file `{f}` was not found in repo `{repo}` at revision `{}` ({}){said}",
+                    self.revision,
+                    self.hint("files")
                 )),
                 _ => Error::NotFound(format!(
-                    "repo `{repo}` was not found on {} (models.{}.repo_id){said}",
-                    self.endpoint, self.name
+                    "repo `{repo}` was not found on {} ({}){said}",
+                    self.endpoint,
+                    self.hint("repo_id")
                 )),
             },
             429 | 500..=599 => Error::Network(format!("the hub answered {status} for repo `{repo}`{said}")),
@@ -108,9 +124,11 @@ impl HubErrors<'_> {
                 context.server_message.as_deref(),
                 None,
             ),
-            HFError::RepoNotFound { .. } => self.status(StatusCode::NOT_FOUND, Some("RepoNotFound"), None, None),
-            HFError::RevisionNotFound { .. } => {
-                self.status(StatusCode::NOT_FOUND, Some("RevisionNotFound"), None, None)
+            // hf-hub names a 404 after what was asked; the hub's X-Error-Code says what was missing.
+            HFError::RepoNotFound { context, .. } | HFError::RevisionNotFound { context, .. } => {
+                let code = context.as_ref().and_then(|c| c.error_code.clone());
+                let code = code.unwrap_or_else(|| "RepoNotFound".into());
+                self.status(StatusCode::NOT_FOUND, Some(code.as_str()), None, None)
             }
             HFError::RateLimited { .. } => {
                 Error::Network(format!("the hub rate-limited requests for `{}`", self.repo_id))

@@ -23,7 +23,7 @@ use docfleet_downloader::{Error, export, human_bytes};
 /// repo, token), 5 not found, 6 integrity (size/hash mismatch, nothing published), 7 network,
 /// 8 disk full, 1 other.
 #[derive(Parser, Debug)]
-#[command(name = "docfleet-downloader", version, args_conflicts_with_subcommands = true)]
+#[command(name = "docfleet-downloader", version)]
 struct Cli {
     /// Configuration profile: local-dev, aws-mock or k8s [env: DOCFLEET_PROFILE; default: local-dev]
     #[arg(long, global = true)]
@@ -94,6 +94,20 @@ struct FetchArgs {
     offline: bool,
 }
 
+impl FetchArgs {
+    /// No fetch option given at the top level.
+    fn untouched(&self) -> bool {
+        let s = &self.select;
+        s.models.is_empty()
+            && s.repo.is_none()
+            && self.max_workers.is_none()
+            && !self.json
+            && !self.offline
+            && self.progress == ProgressArg::Auto
+            && self.log_interval == 10
+    }
+}
+
 #[derive(Args, Debug, Default, Clone)]
 struct VerifyArgs {
     #[command(flatten)]
@@ -149,6 +163,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         _ => loaded.settings.log.level = "debug".into(),
     }
     telemetry::init(&loaded.settings.log);
+    if cli.command.is_some() && !cli.fetch.untouched() {
+        return Err(Error::Config("fetch options go after the subcommand (or use no subcommand)".into()));
+    }
     match cli.command.unwrap_or(Command::Fetch(cli.fetch)) {
         Command::Fetch(args) => run_fetch(loaded.settings, args).await,
         Command::Verify(args) => run_verify(loaded.settings, args).await,

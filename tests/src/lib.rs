@@ -9,6 +9,7 @@
 //!   `localstack/init_resources.py` that compose uses.
 
 pub mod deploy;
+pub mod fakehub;
 pub mod outage;
 pub mod scaler_sim;
 
@@ -358,4 +359,23 @@ pub fn sample_documents(dir: &Path, copies: usize) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Python of the venv with `huggingface_hub` (pinned in scripts/setup/hfhub-requirements.txt):
+/// `DOCFLEET_HFHUB_PYTHON`, else what `scripts/setup/hfhub.sh` installs (or reuses).
+pub fn hfhub_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("DOCFLEET_HFHUB_PYTHON").filter(|p| !p.is_empty()) {
+                return PathBuf::from(p);
+            }
+            let out = Command::new(repo_root().join("scripts/setup/hfhub.sh"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run scripts/setup/hfhub.sh");
+            assert!(out.status.success(), "scripts/setup/hfhub.sh failed");
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        })
+        .clone()
 }
