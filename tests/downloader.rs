@@ -422,12 +422,14 @@ fn two_downloaders_at_once_download_once() {
     let files = vec![("a.bin", bytes(11, 8 * MIB)), ("b.bin", bytes(12, 8 * MIB)), ("config.json", b"{}".to_vec())];
     let src = repo_dir(&files);
     let hub = FakeHub::builder().repo("org/pair", src.path()).start();
-    hub.throttle(12 * MIB as u64);
+    // About 2 s per file body, so the two runs overlap and a progress line is due.
+    hub.throttle(4 * MIB as u64);
     let s = Scratch::new();
+    let args = ["fetch", "--repo", "org/pair", "--json", "--progress", "log", "--log-interval", "1"];
     let mut first = s.downloader(&hub.url);
-    first.args(["fetch", "--repo", "org/pair", "--json", "--progress", "log", "--log-interval", "1"]);
+    first.args(args);
     let mut second = s.downloader(&hub.url);
-    second.args(fetch_args("org/pair"));
+    second.args(args);
     let (a, b) = std::thread::scope(|sc| {
         let ha = sc.spawn(|| run(&mut first));
         let hb = sc.spawn(|| run(&mut second));
@@ -452,13 +454,12 @@ fn two_downloaders_at_once_download_once() {
     assert_eq!(std::fs::read_dir(folder.join("snapshots")).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(folder.join("blobs")).unwrap().count(), 3, "one set of blobs, no leftovers");
     assert_eq!(snapshot_hashes(&folder.join("snapshots").join(&hub.repo("org/pair").commit)), expected_hashes(&files));
-    // The first one logs progress lines when not on a terminal (or waited, and says so).
+    // Not on a terminal, the one downloading logs progress lines; the other says what it waits for.
     let (_, err_a) = text(&a);
     let (_, err_b) = text(&b);
-    assert!(
-        err_a.contains("download progress") || err_b.contains("waiting for another downloader"),
-        "A:\n{err_a}\nB:\n{err_b}"
-    );
+    let (fetcher, waiter) = if statuses[0] == "fetched" { (&err_a, &err_b) } else { (&err_b, &err_a) };
+    assert!(fetcher.contains("download progress") && fetcher.contains("bytes_total=16777218"), "{fetcher}");
+    assert!(waiter.contains("waiting for another downloader"), "{waiter}");
 }
 
 #[test]
@@ -544,9 +545,10 @@ fn transient_server_errors_are_retried_then_reported() {
     let files = small_repo();
     let src = repo_dir(&files);
     let hub = FakeHub::builder().repo("org/model", src.path()).start();
-    let s = Scratch::new();
+    let filled = Scratch::new();
     hub.fail_next(2);
-    let summary = run_json(s.downloader(&hub.url).env("DOCFLEET__MODELS__RETRIES", "3").args(fetch_args("org/model")));
+    let summary =
+        run_json(filled.downloader(&hub.url).env("DOCFLEET__MODELS__RETRIES", "3").args(fetch_args("org/model")));
     assert_eq!(summary["models"][0]["status"], "fetched");
     assert!(hub.requests().iter().filter(|r| r.status == 503).count() == 2);
 
@@ -561,6 +563,13 @@ fn transient_server_errors_are_retried_then_reported() {
     let stderr =
         run_fails(s.downloader(&unreachable).env("DOCFLEET__MODELS__RETRIES", "1").args(fetch_args("org/model")), 7);
     assert!(stderr.contains("cannot reach the hub"), "{stderr}");
+    // With the hub unreachable, a complete cached snapshot of the revision still does.
+    let out = run(filled.downloader(&unreachable).env("DOCFLEET__MODELS__RETRIES", "0").args(fetch_args("org/model")));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["models"][0]["status"], "present");
+    assert!(stderr.contains("hub unreachable"), "{stderr}");
 }
 
 /// The `[models]` of a config where `ocr` is `org/model` on the hub and nothing else is configured.

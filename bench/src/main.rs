@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use docfleet_tests::{Fixture, repo_root, run_with_timeout, text};
 use futures::StreamExt;
 
+mod downloader;
 mod ocr;
 mod scaler;
 mod vlm;
@@ -98,6 +99,26 @@ enum Command {
         #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
         python: String,
     },
+    /// docfleet-downloader vs Python huggingface_hub.snapshot_download on one fake hub: wall time
+    /// for 3 large files and for many small ones. Needs the release docfleet-downloader and
+    /// scripts/setup/hfhub.sh (run on first use).
+    Downloader {
+        /// Timed runs per side and case (after one warm-up each).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Size of each of the 3 large files, MB.
+        #[arg(long, default_value_t = 200)]
+        large_mb: usize,
+        /// Number of small files.
+        #[arg(long, default_value_t = 200)]
+        small_files: usize,
+        /// Parallel downloads on both sides.
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Python with huggingface_hub [default: scripts/setup/hfhub.sh's venv].
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+    },
     /// (internal) The Rust side of `ocr`, in its own process.
     #[command(hide = true)]
     OcrChild {
@@ -124,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
             let model = docfleet_tests::repo_root().join(vlm::expand(&model));
             let python = vlm::expand(&python);
             tokio::task::spawn_blocking(move || vlm::run(&model, &python, threads, repeat, &batch)).await?
+        }
+        Command::Downloader { runs, large_mb, small_files, workers, python } => {
+            tokio::task::spawn_blocking(move || downloader::run(runs, large_mb, small_files, workers, python)).await?
         }
         Command::Scaler { rate, seconds, jobs, rounds, skip_hpa } => {
             scaler::run(rate, seconds, jobs, rounds, skip_hpa).await

@@ -311,3 +311,58 @@ pub fn selection_error(t: &Target, what: &str, missing: &[String], selected: usi
     }
     None
 }
+
+/// For `models.fetch_missing` (local-dev): fetch the named configured models that do not pass the
+/// worker's start-up check, and leave the others alone. Offline, a missing model is an error.
+pub async fn ensure(settings: &Settings, names: &[&str]) -> Result<Vec<Outcome>> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut out = Vec::new();
+    let mut ctx: Option<Ctx> = None;
+    for t in configured_targets(&settings.models, &names)? {
+        if models::locate(&settings.models, &t.name, &t.repo).is_ok() {
+            continue;
+        }
+        if ctx.is_none() {
+            ctx = Some(Ctx::new(settings.clone(), Mode::auto(Duration::from_secs(10)))?);
+        }
+        let ctx = ctx.as_ref().expect("set above");
+        tracing::info!(model = %t.name, repo = %t.repo.repo_id, "model missing; fetching it (models.fetch_missing)");
+        out.push(fetch_target(ctx, &t).await?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ensure_fetches_only_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("a.onnx"), b"model bytes").unwrap();
+        std::fs::write(src.join("sub/b.json"), b"{}").unwrap();
+        let mut settings = Settings::default();
+        settings.models.cache_dir = Some(dir.path().join("hub"));
+        settings.models.onnxruntime = ModelRepo::default();
+        settings.models.ocr = ModelRepo {
+            repo_id: "org/local".into(),
+            revision: "main".into(),
+            files: vec!["a.onnx".into(), "sub/b.json".into()],
+            source: docfleet_core::config::ModelSource {
+                kind: SourceKind::Local,
+                url: Some(src.display().to_string()),
+                ..Default::default()
+            },
+            ..ModelRepo::default()
+        };
+        assert!(models::locate(&settings.models, "ocr", &settings.models.ocr).is_err());
+        let fetched = ensure(&settings, &["ocr"]).await.unwrap();
+        assert_eq!((fetched.len(), fetched[0].files_fetched, fetched[0].status), (1, 2, "fetched"));
+        let snap = models::locate(&settings.models, "ocr", &settings.models.ocr).unwrap();
+        assert_eq!(std::fs::read(snap.file("sub/b.json")).unwrap(), b"{}");
+        assert!(ensure(&settings, &["ocr"]).await.unwrap().is_empty(), "present: nothing to do");
+        assert!(ensure(&settings, &["vlm"]).await.is_err(), "vlm is not configured");
+    }
+}

@@ -347,6 +347,7 @@ async fn fetch_file(
         size: Some(size),
         sha256: (HashKind::of(&etag) == Some(HashKind::Sha256)).then(|| etag.to_ascii_lowercase()),
         git_sha1: (HashKind::of(&etag) == Some(HashKind::GitSha1) && !listed.lfs).then(|| etag.to_ascii_lowercase()),
+        git_id: false,
     };
     if expect.sha256.is_none() && expect.git_sha1.is_none() {
         tracing::warn!(file = path, etag = %etag, "the ETag is not a content hash; only the size can be checked");

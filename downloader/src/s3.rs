@@ -217,6 +217,7 @@ pub async fn fetch(ctx: &Ctx, t: &Target, rc: &RepoCache, progress: &Progress) -
                         sha256: Some(known.sha256.to_ascii_lowercase()),
                         git_sha1: (!known.lfs && HashKind::of(&known.etag) == Some(HashKind::GitSha1))
                             .then(|| known.etag.clone()),
+                        git_id: false,
                     };
                     let incomplete = rc.incomplete(&known.etag);
                     let w = write_resumable(&incomplete, &expect, f, ctx.models().retries, &fp, |off| {
@@ -241,7 +242,7 @@ pub async fn fetch(ctx: &Ctx, t: &Target, rc: &RepoCache, progress: &Progress) -
                 // the object's S3 ETag so a rerun resumes it.
                 let partial_key = synthetic_commit(&[bucket, &k, &r.s3_etag]);
                 let incomplete = rc.blobs().join(format!("s3-{partial_key}.incomplete"));
-                let expect = Expect { size: Some(r.size), ..Expect::default() };
+                let expect = Expect { size: Some(r.size), git_id: true, ..Expect::default() };
                 let w = write_resumable(&incomplete, &expect, f, ctx.models().retries, &fp, |off| {
                     let k = k.clone();
                     Box::pin(async move { open_object(client, bucket, &k, off).await })

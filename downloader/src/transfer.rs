@@ -210,7 +210,7 @@ pub fn backoff(attempt: u32) -> Duration {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let jitter = (nanos % 500) as u64; // 0..500 ‰ of half the base
-    Duration::from_millis(base * 3 / 4 + base * jitter / 1000)
+    Duration::from_millis((base * 3 / 4 + base * jitter / 1000).min(10_000))
 }
 
 /// An error with its sources (reqwest hides the cause: "error sending request").
@@ -267,6 +267,8 @@ pub struct Expect {
     pub sha256: Option<String>,
     /// Git blob id, lowercase hex (needs `size`).
     pub git_sha1: Option<String>,
+    /// Compute the git blob id even with nothing to compare it to (for a synthesized listing).
+    pub git_id: bool,
 }
 
 /// A finished, verified file.
@@ -288,8 +290,9 @@ struct Hashers {
 }
 
 impl Hashers {
-    fn new(size: Option<u64>) -> Self {
-        let git = size.map(|n| {
+    /// The git blob id needs the size up front; it costs a second hash, so only when asked.
+    fn new(size: Option<u64>, git: bool) -> Self {
+        let git = size.filter(|_| git).map(|n| {
             let mut h = Sha1::new();
             h.update(format!("blob {n}\0").as_bytes());
             h
@@ -359,7 +362,7 @@ where
         file.set_len(0).map_err(|e| io("truncating", e))?;
         offset = 0;
     }
-    let mut hashers = Hashers::new(expect.size);
+    let mut hashers = Hashers::new(expect.size, expect.git_sha1.is_some() || expect.git_id);
     if offset > 0 {
         // Hash what an earlier run wrote, so the final check covers the whole file.
         file.seek(SeekFrom::Start(0)).map_err(|e| io("reading", e))?;
@@ -390,7 +393,7 @@ where
             file.set_len(0).map_err(|e| io("truncating", e))?;
             progress.rewind(offset);
             offset = 0;
-            hashers = Hashers::new(expect.size);
+            hashers = Hashers::new(expect.size, expect.git_sha1.is_some() || expect.git_id);
         }
         file.seek(SeekFrom::Start(offset)).map_err(|e| io("seeking", e))?;
         let mut body = opened.body;
@@ -469,7 +472,7 @@ pub fn copy_hashing(mut src: impl Read, dest: &Path, size_hint: Option<u64>) -> 
         std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
     }
     let mut out = std::fs::File::create(dest).map_err(|e| io("creating", e))?;
-    let mut hashers = Hashers::new(size_hint);
+    let mut hashers = Hashers::new(size_hint, true);
     let mut buf = vec![0u8; WRITE_BUFFER];
     let mut total = 0u64;
     loop {
@@ -521,6 +524,7 @@ mod tests {
             size: Some(content.len() as u64),
             sha256: Some(hex::encode(Sha256::digest(content))),
             git_sha1: Some(docfleet_core::models::git_blob_id(content)),
+            git_id: false,
         }
     }
 

@@ -299,7 +299,7 @@ pub async fn fetch(ctx: &Ctx, t: &Target, rc: &RepoCache, progress: &Progress) -
     let downloads = rc.work_dir().join("downloads");
     let incomplete = downloads.join(format!("{}.incomplete", chosen.filename));
     let fp = progress.file(&chosen.filename, size.unwrap_or(0));
-    let expect = Expect { size, sha256: sha.clone(), git_sha1: None };
+    let expect = Expect { size, sha256: sha.clone(), git_sha1: None, git_id: false };
     let url = chosen.url.clone();
     let what_failed = |s: StatusCode, _: &HeaderMap| index_error(t, &url, s);
     let written = write_resumable(&incomplete, &expect, &chosen.filename, ctx.models().retries, &fp, |off| {
