@@ -324,6 +324,15 @@ impl FakeHubBuilder {
                 let cdn = tokio::net::TcpListener::from_std(cdn_listener).unwrap();
                 let app = axum::Router::new().fallback(handle).with_state(state);
                 let app2 = app.clone();
+                // No Nagle: a response's head and body go out at once (a real server's behaviour;
+                // with Nagle every small response waits for the client's delayed ACK).
+                use axum::serve::ListenerExt;
+                let hub = hub.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                let cdn = cdn.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let serve_hub = axum::serve(hub, app).into_future();
                 let serve_cdn = axum::serve(cdn, app2).into_future();
                 // Bounded: stops when the FakeHub is dropped, or after an hour at most.
