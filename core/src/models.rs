@@ -471,10 +471,8 @@ pub fn walk_files(root: &Path) -> Vec<String> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if let Ok(rel) = path.strip_prefix(root) {
-                if let Some(rel) = rel.to_str() {
-                    out.push(rel.replace('\\', "/"));
-                }
+            } else if let Some(rel) = path.strip_prefix(root).ok().and_then(Path::to_str) {
+                out.push(rel.replace('\\', "/"));
             }
         }
     }
@@ -505,10 +503,8 @@ fn check_file(path: &Path, entry: Option<&TreeEntry>, depth: Depth) -> std::resu
         return Err("is missing or incomplete (a download of its blob is in progress)".into());
     }
     let size = meta.len();
-    if let Some(entry) = entry {
-        if size != entry.content_size() {
-            return Err(format!("is damaged: {size} bytes, the tree listing says {}", entry.content_size()));
-        }
+    if let Some(entry) = entry.filter(|e| e.content_size() != size) {
+        return Err(format!("is damaged: {size} bytes, the tree listing says {}", entry.content_size()));
     }
     if depth == Depth::Quick {
         return Ok(FileCheck { size, hashed: false });
@@ -516,10 +512,8 @@ fn check_file(path: &Path, entry: Option<&TreeEntry>, depth: Depth) -> std::resu
     // The blob's own name when the file is a link into blobs/, then the listing's hashes.
     let blob_name = path.is_symlink().then(|| real.file_name().and_then(|n| n.to_str()).map(str::to_owned)).flatten();
     let mut expected: Vec<(HashKind, String, &str)> = Vec::new();
-    if let Some(name) = &blob_name {
-        if let Some(kind) = HashKind::of(name) {
-            expected.push((kind, name.to_ascii_lowercase(), "its blob name"));
-        }
+    if let Some((name, kind)) = blob_name.as_ref().and_then(|n| HashKind::of(n).map(|k| (n, k))) {
+        expected.push((kind, name.to_ascii_lowercase(), "its blob name"));
     }
     if let Some(entry) = entry {
         if let Some(sha) = &entry.lfs_sha256 {

@@ -104,13 +104,13 @@ impl HubErrors<'_> {
         }
     }
 
-    fn from_headers(&self, status: StatusCode, h: &HeaderMap, file: Option<&str>) -> Error {
+    fn for_response(&self, status: StatusCode, h: &HeaderMap, file: Option<&str>) -> Error {
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         self.status(status, get("x-error-code").as_deref(), get("x-error-message").as_deref(), file)
     }
 
     /// hf-hub's errors, reworded the same way.
-    fn from_hf(&self, e: HFError) -> Error {
+    fn for_hf(&self, e: HFError) -> Error {
         match e {
             HFError::AuthRequired { context } => self.status(
                 StatusCode::UNAUTHORIZED,
@@ -180,13 +180,13 @@ pub async fn fetch(ctx: &Ctx, t: &Target, rc: &RepoCache, progress: &Progress) -
                 Error::Source(format!("the hub gave no commit for `{}` at `{}`", repo.repo_id, repo.revision))
             })?,
             Err(e) => {
-                let err = errs.from_hf(e);
+                let err = errs.for_hf(e);
                 // Like huggingface_hub: when the hub cannot be reached, a complete cached snapshot will do.
-                if let (Error::Network(why), Some(commit)) = (&err, rc.read_ref(&repo.revision)) {
-                    if let Some(report) = snapshot_present(rc, &commit, repo, rc.read_tree_listing(&commit).as_ref()) {
-                        tracing::warn!(model = %t.name, error = %why, commit = %commit, "hub unreachable; the cached snapshot is complete, using it");
-                        return Ok(present(commit, &report));
-                    }
+                if let (Error::Network(why), Some(commit)) = (&err, rc.read_ref(&repo.revision))
+                    && let Some(report) = snapshot_present(rc, &commit, repo, rc.read_tree_listing(&commit).as_ref())
+                {
+                    tracing::warn!(model = %t.name, error = %why, commit = %commit, "hub unreachable; the cached snapshot is complete, using it");
+                    return Ok(present(commit, &report));
                 }
                 return Err(err);
             }
@@ -200,8 +200,8 @@ pub async fn fetch(ctx: &Ctx, t: &Target, rc: &RepoCache, progress: &Progress) -
     }
 
     // The listing, as huggingface_hub gets it (recursive tree at the commit).
-    let stream = handle.list_tree().revision(commit.clone()).recursive(true).send().map_err(|e| errs.from_hf(e))?;
-    let entries: Vec<RepoTreeEntry> = stream.map_err(|e| errs.from_hf(e)).try_collect().await?;
+    let stream = handle.list_tree().revision(commit.clone()).recursive(true).send().map_err(|e| errs.for_hf(e))?;
+    let entries: Vec<RepoTreeEntry> = stream.map_err(|e| errs.for_hf(e)).try_collect().await?;
     let mut listed: BTreeMap<String, Listed> = BTreeMap::new();
     for e in entries {
         if let RepoTreeEntry::File { oid, size, path, lfs, xet_hash, .. } = e {
@@ -306,7 +306,7 @@ async fn fetch_file(
     let head = ctx.http.request(Method::HEAD, &url, &headers, Redirects::Relative).await?;
     let status = head.status();
     if !status.is_success() && !status.is_redirection() {
-        return Err(errs.from_headers(status, head.headers(), Some(path)));
+        return Err(errs.for_response(status, head.headers(), Some(path)));
     }
     let h = head.headers();
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
@@ -353,7 +353,7 @@ async fn fetch_file(
         tracing::warn!(file = path, etag = %etag, "the ETag is not a content hash; only the size can be checked");
     }
     let fp = progress.file(path, size);
-    let what_failed = |s: StatusCode, h: &HeaderMap| errs.from_headers(s, h, Some(path));
+    let what_failed = |s: StatusCode, h: &HeaderMap| errs.for_response(s, h, Some(path));
     let incomplete = rc.incomplete(&etag);
     let written = write_resumable(&incomplete, &expect, path, ctx.models().retries, &fp, |offset| {
         let location = location.clone();

@@ -112,28 +112,28 @@ fn copy_one(
     rel: &str,
     known: Option<&crate::manifest::ManifestFile>,
 ) -> Result<(String, TreeEntry, u64)> {
-    if let Some(k) = known {
-        if rc.has_blob(&k.etag) {
-            return Ok((k.etag.clone(), k.tree_entry(), 0));
-        }
+    if let Some(k) = known
+        && rc.has_blob(&k.etag)
+    {
+        return Ok((k.etag.clone(), k.tree_entry(), 0));
     }
     let size = std::fs::metadata(src).map_err(|e| Error::io(format!("reading {}", src.display()), e))?.len();
     let input = std::fs::File::open(src).map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
     let tmp =
         rc.blobs().join(format!("local-{}.incomplete", synthetic_commit(&[rel, &std::process::id().to_string()])));
     let w = copy_hashing(input, &tmp, Some(size))?;
-    if let Some(k) = known {
-        if !w.sha256.eq_ignore_ascii_case(&k.sha256) || w.size != k.size {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Integrity(format!(
-                "{}: sha256 {} ({} bytes), the manifest says {} ({} bytes); nothing was published",
-                src.display(),
-                w.sha256,
-                w.size,
-                k.sha256,
-                k.size
-            )));
-        }
+    if let Some(k) = known
+        && (!w.sha256.eq_ignore_ascii_case(&k.sha256) || w.size != k.size)
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Integrity(format!(
+            "{}: sha256 {} ({} bytes), the manifest says {} ({} bytes); nothing was published",
+            src.display(),
+            w.sha256,
+            w.size,
+            k.sha256,
+            k.size
+        )));
     }
     let etag = known.map(|k| k.etag.clone()).unwrap_or_else(|| w.sha256.clone());
     if rc.has_blob(&etag) {

@@ -185,10 +185,10 @@ pub fn choose(files: &[IndexFile], package: &str, version: &str, pin: Option<&st
             return Ok((*f).clone());
         }
         // An index that lists no hashes: take the compatible wheel; its bytes are checked against the pin.
-        if wheels.iter().all(|f| f.sha256.is_none()) {
-            if let Some(f) = wheels.iter().find(|f| wheel_tags(&f.filename).is_some_and(|t| platform_ok(&t.3))) {
-                return Ok((*f).clone());
-            }
+        if wheels.iter().all(|f| f.sha256.is_none())
+            && let Some(f) = wheels.iter().find(|f| wheel_tags(&f.filename).is_some_and(|t| platform_ok(&t.3)))
+        {
+            return Ok((*f).clone());
         }
         let listed: Vec<String> =
             wheels.iter().map(|f| format!("{} ({})", f.filename, f.sha256.as_deref().unwrap_or("no hash"))).collect();
@@ -349,10 +349,12 @@ fn extract(
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..zip.len() {
         let Some(Ok(name)) = zip.name_for_index(i).map(|r| r.map(|n| n.into_owned())) else { continue };
-        if let Some(rel) = name.strip_prefix(&prefix) {
-            if !rel.is_empty() && !rel.ends_with('/') && docfleet_core::models::validate_relative(rel).is_ok() {
-                index.insert(rel.to_owned(), i);
-            }
+        if let Some(rel) = name.strip_prefix(&prefix)
+            && !rel.is_empty()
+            && !rel.ends_with('/')
+            && docfleet_core::models::validate_relative(rel).is_ok()
+        {
+            index.insert(rel.to_owned(), i);
         }
     }
     let available: Vec<String> = index.keys().cloned().collect();
