@@ -191,6 +191,19 @@ impl FileProgress {
         }
     }
 
+    /// The file turned out to be `total` bytes (its source listed no size): count them in.
+    pub fn grow(&self, total: u64) {
+        if let Some(c) = &self.counters {
+            c.bytes_total.fetch_add(total, Ordering::Relaxed);
+        }
+        if let Some(b) = &self.total {
+            b.inc_length(total);
+        }
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+        }
+    }
+
     /// The file is done.
     pub fn done(&self) {
         if let Some(c) = &self.counters {

@@ -117,10 +117,15 @@ pub async fn open_object(client: &aws_sdk_s3::Client, bucket: &str, k: &str, off
     let out = match req.send().await {
         Ok(o) => o,
         Err(e) if offset > 0 && e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-            return Ok(Opened { start: offset, body: futures::stream::empty().boxed() });
+            return Ok(Opened { start: offset, body: futures::stream::empty().boxed(), total: Some(offset) });
         }
         Err(e) => return Err(s3_error("GetObject", &format!("s3://{bucket}/{k}"), e)),
     };
+    let total = out
+        .content_range
+        .as_deref()
+        .and_then(|r| r.rsplit('/').next()?.parse::<u64>().ok())
+        .or_else(|| out.content_length.map(|n| n.max(0) as u64));
     let start = out
         .content_range
         .as_deref()
@@ -134,7 +139,7 @@ pub async fn open_object(client: &aws_sdk_s3::Client, bucket: &str, k: &str, off
         }
     })
     .boxed();
-    Ok(Opened { start, body })
+    Ok(Opened { start, body, total })
 }
 
 pub async fn fetch(ctx: &Ctx, t: &Target, rc: &RepoCache, progress: &Progress) -> Result<SourceResult> {

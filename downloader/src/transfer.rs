@@ -177,7 +177,7 @@ impl Http {
             StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
                 // Either the partial file already holds everything, or the server changed: start over.
                 if content_range_total(resp.headers()) == Some(offset) {
-                    return Ok(Opened { start: offset, body: futures::stream::empty().boxed() });
+                    return Ok(Opened { start: offset, body: futures::stream::empty().boxed(), total: Some(offset) });
                 }
                 return Box::pin(self.open_range(url, 0, what_failed)).await;
             }
@@ -186,8 +186,9 @@ impl Http {
         if start == u64::MAX {
             return Err(Error::Source(format!("{}: 206 without a usable Content-Range", redact(url))));
         }
+        let total = content_range_total(resp.headers()).or_else(|| resp.content_length().map(|n| n + start));
         let body = resp.bytes_stream().map_err(|e| error_chain(&e)).boxed();
-        Ok(Opened { start, body })
+        Ok(Opened { start, body, total })
     }
 }
 
@@ -257,6 +258,8 @@ pub struct Opened {
     /// Where the body starts: the requested offset, or 0 when the source ignored the range.
     pub start: u64,
     pub body: BoxStream<'static, std::result::Result<Bytes, String>>,
+    /// The whole file's size, when the response says (for progress when the source listed none).
+    pub total: Option<u64>,
 }
 
 /// What a finished file must match.
@@ -382,12 +385,20 @@ where
     let resumed_from = offset;
     let mut fetched = 0u64;
     let mut attempt = 0u32;
+    let mut total_known = false;
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
     loop {
         if expect.size == Some(offset) {
             break;
         }
         let opened = open(offset).await?;
+        if expect.size.is_none()
+            && !total_known
+            && let Some(total) = opened.total
+        {
+            progress.grow(total);
+            total_known = true;
+        }
         if opened.start != offset {
             // The source ignored the range: start over.
             file.set_len(0).map_err(|e| io("truncating", e))?;
@@ -516,6 +527,7 @@ mod tests {
             start,
             body: futures::stream::iter(chunks.into_iter().map(|c| c.map(Bytes::from_static).map_err(str::to_owned)))
                 .boxed(),
+            total: None,
         }
     }
 
