@@ -662,6 +662,69 @@ fn label_matchers(expr: &str) -> Vec<(String, String)> {
     out
 }
 
+/// `--help` of a docfleet binary (optionally of a subcommand).
+fn help(binary: &str, subcommand: Option<&str>) -> String {
+    let mut cmd = Command::new(bin(binary));
+    cmd.args(subcommand).arg("--help");
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{binary} {subcommand:?} --help failed: {stderr}");
+    stdout
+}
+
+/// The binary an image runs, by image name.
+fn binary_of(image: &str) -> Option<&'static str> {
+    let name = image.rsplit_once(':').map_or(image, |(n, _)| n);
+    match name.rsplit('/').next()? {
+        "worker" | "worker-gpu" => Some("docfleet-worker"),
+        "downloader" => Some("docfleet-downloader"),
+        "scaler" => Some("docfleet-scaler"),
+        "cli" => Some("docfleet"),
+        _ => None,
+    }
+}
+
+/// Every argument the manifests and the compose file pass to a docfleet binary is one it accepts:
+/// each `--flag` appears in its `--help` (or its subcommand's), each subcommand in its command list.
+#[test]
+fn manifest_and_compose_arguments_are_accepted_by_the_binaries() {
+    let mut invocations: Vec<(String, &'static str, Vec<String>)> = Vec::new();
+    for r in renderings() {
+        for (what, _, c) in containers(&r.objects) {
+            if let Some(binary) = c["image"].as_str().and_then(binary_of) {
+                let args = c["args"].as_array().into_iter().flatten().map(scalar).collect();
+                invocations.push((format!("{}: {what}", r.name), binary, args));
+            }
+        }
+    }
+    let compose = compose_file();
+    for (name, svc) in compose["services"].as_object().unwrap() {
+        if let Some(binary) = svc["image"].as_str().and_then(binary_of) {
+            invocations.push((format!("compose service {name}"), binary, docfleet_tests::deploy::compose_command(svc)));
+        }
+    }
+    let mut flags = 0;
+    for (what, binary, args) in &invocations {
+        let top = help(binary, None);
+        // The first bare word, if any, is a subcommand; its flags are in its own help.
+        let sub = args.iter().find(|a| !a.starts_with('-') && !a.starts_with('/')).cloned();
+        let sub_help = sub.as_deref().map(|s| {
+            assert!(
+                top.lines().any(|l| l.trim_start().starts_with(&format!("{s} "))),
+                "{what}: {binary} has no subcommand `{s}`:\n{top}"
+            );
+            help(binary, Some(s))
+        });
+        for a in args.iter().filter(|a| a.starts_with("--")) {
+            let flag = a.split('=').next().unwrap();
+            let known = |h: &str| h.split(|c: char| c.is_whitespace() || c == ',').any(|w| w == flag);
+            assert!(known(&top) || sub_help.as_deref().is_some_and(known), "{what}: {binary} does not accept {flag}");
+            flags += 1;
+        }
+    }
+    assert!(flags >= 10, "only {flags} flags checked in {} invocations", invocations.len());
+}
+
 /// The scaler listens where its Service, probes and the compose port mappings point.
 #[test]
 fn scaler_listens_where_its_service_and_ports_point() {

@@ -29,7 +29,11 @@ fn run_processes_the_bundled_samples_without_services() {
     let samples = repo_root().join("samples");
     let out_dir = tmp.path().join("out");
     let stdout = ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet").args(["run", "--pipeline", "inspect"]).arg(&samples).arg("--out").arg(&out_dir),
+        docfleet(tmp.path(), "docfleet")
+            .args(["run", "--pipeline", "inspect"])
+            .arg(&samples)
+            .arg("--out")
+            .arg(&out_dir),
         LIMIT,
     ));
     assert!(stdout.contains("| 5         | 5       | 0      | 0"), "summary table:\n{stdout}");
@@ -52,7 +56,14 @@ fn run_processes_the_bundled_samples_without_services() {
     }
 
     // A second run overwrites the same deterministic keys: still one result per document.
-    ok(run_with_timeout(docfleet(tmp.path(), "docfleet").args(["run", "--pipeline", "inspect"]).arg(&samples).arg("--out").arg(&out_dir), LIMIT));
+    ok(run_with_timeout(
+        docfleet(tmp.path(), "docfleet")
+            .args(["run", "--pipeline", "inspect"])
+            .arg(&samples)
+            .arg("--out")
+            .arg(&out_dir),
+        LIMIT,
+    ));
     let status: Value =
         serde_json::from_str(&ok(run_with_timeout(docfleet(tmp.path(), "docfleet").args(["status", "--json"]), LIMIT)))
             .unwrap();

@@ -1062,7 +1062,10 @@ fn validate_scaler(sc: &ScalerSettings, fail: &dyn Fn(&str, String) -> Result<()
         );
     }
     if !(sc.backlog_cap_seconds > 0.0 && sc.backlog_cap_seconds.is_finite()) {
-        return fail("scaler.backlog_cap_seconds", format!("must be a positive number, got {}", sc.backlog_cap_seconds));
+        return fail(
+            "scaler.backlog_cap_seconds",
+            format!("must be a positive number, got {}", sc.backlog_cap_seconds),
+        );
     }
     if !(100..=3_600_000).contains(&sc.worker_scrape_interval_ms) {
         return fail(

@@ -203,7 +203,8 @@ fn start_localstack() -> LocalStack {
 /// A plain HTTP/1.0 GET on 127.0.0.1; the whole response (status line, headers, body).
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    // Generous: an endpoint may wait out an upstream timeout (the scaler's SQS read) before answering.
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
