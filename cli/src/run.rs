@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use comfy_table::Table;
 use docfleet_core::Error;
-use docfleet_core::config::Loaded;
+use docfleet_core::config::{Loaded, Settings};
 use docfleet_core::keys::{error_key_for, result_key_for};
 use docfleet_worker::{Pipelines, StopWhen, Worker};
 use serde_json::Value;
@@ -33,6 +33,37 @@ pub struct Args {
     pub inputs: Vec<String>,
 }
 
+/// `models.fetch_missing` (the `local-dev` profile): fetch what `pipeline` needs and the cache
+/// lacks (its model, and onnxruntime's library unless `runtime.dylib_path` / `ORT_DYLIB_PATH`
+/// name one) through the downloader, with its progress on stderr. What is present is left alone,
+/// so later runs touch no network; with `HF_HUB_OFFLINE=1` a missing model is an error.
+async fn fetch_missing(settings: &Settings, pipeline: &str) -> anyhow::Result<()> {
+    let model = match pipeline {
+        "ocr" if settings.ocr.enabled => "ocr",
+        "vlm" if !settings.models.vlm.repo_id.is_empty() || settings.models.vlm.dir.is_some() => "vlm",
+        _ => return Ok(()),
+    };
+    let mut names = vec![model];
+    if settings.runtime.dylib_path.is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        names.insert(0, "onnxruntime");
+    }
+    let fetched = docfleet_downloader::fetch::ensure(settings, &names)
+        .await
+        .with_context(|| format!("fetching the models of pipeline `{pipeline}` (models.fetch_missing)"))?;
+    for o in fetched {
+        eprintln!(
+            "fetched model `{}` ({} from {}): {} files, {:.1} MB into {}",
+            o.name,
+            o.repo_id,
+            o.source,
+            o.files,
+            o.bytes as f64 / 1e6,
+            o.path
+        );
+    }
+    Ok(())
+}
+
 /// Largest table printed per document; bigger runs print totals only.
 const MAX_ROWS: usize = 50;
 
@@ -41,6 +72,10 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
     let settings = loaded.settings;
     let backends = docfleet_core::Backends::connect(&settings).await?;
     let pipeline = args.pipeline.clone();
+    // `models.offline` (the workers' switch) wins over `models.fetch_missing`: nothing is fetched.
+    if settings.models.fetch_missing && !settings.models.offline {
+        fetch_missing(&settings, &pipeline).await?;
+    }
     let pipelines = Pipelines::builtin(&settings);
     pipelines.get(&pipeline)?;
 

@@ -146,6 +146,8 @@ def main():
     print(f"export HF_HUB_CACHE={cache}")
     print(f"export ORT_DYLIB_PATH={ort_snap / ONNXRUNTIME['files'][0]}")
     print(f"export DOCFLEET_OCR_MODELS={ocr_snap}")
+    # The wheels themselves, for tests that serve them from a local package index.
+    print(f"export DOCFLEET_WHEELS={wheels.absolute()}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 
 /// How to obtain the model files and the library when they are missing.
-pub const SETUP_HINT: &str = "run `scripts/setup/onnxruntime.sh` to fetch onnxruntime and the PP-OCR models into the \
-                              Hugging Face cache (see docs/ocr.md)";
+pub const SETUP_HINT: &str = "run `docfleet-downloader fetch --model onnxruntime --model ocr` (or \
+                              `scripts/setup/onnxruntime.sh`) to fetch onnxruntime and the PP-OCR models into the \
+                              Hugging Face cache; `docfleet run` on the local-dev profile does it by itself \
+                              (models.fetch_missing). See docs/ocr.md";
 
 /// A loaded onnxruntime: the library, its environment and the provider sessions run on.
 pub struct Runtime {
