@@ -605,6 +605,18 @@ pub struct OcrSettings {
     /// share one, and batches run side by side on `runtime.intra_threads` single-threaded
     /// sessions. Larger batches save little on CPU and cost memory (1–64).
     pub rec_batch_size: usize,
+    /// Merge model calls from different jobs in flight into one `session.run` per stage
+    /// (detection: pages of the same input size; orientation and recognition: line batches of
+    /// similar width). Off: every call runs on its own.
+    pub batch_across_jobs: bool,
+    /// Most pages in one detection run when merging (1–64).
+    pub det_max_batch: usize,
+    /// Most line crops in one orientation or recognition run when merging (1–256).
+    pub rec_max_batch: usize,
+    /// How long a free session waits for more calls to merge once it has one, in milliseconds
+    /// (0–1000). 0 merges only calls already waiting and adds no latency (right for CPU); a few
+    /// milliseconds fill GPU batches.
+    pub batch_max_wait_ms: u64,
     /// Lines whose recognition confidence is below this are dropped (0–1).
     pub min_line_score: f32,
     /// Normalise recognised text with NFKC: full-width `，）０` become `,)0`.
@@ -628,6 +640,10 @@ impl Default for OcrSettings {
             line_orientation: true,
             cls_thresh: 0.9,
             rec_batch_size: 2,
+            batch_across_jobs: true,
+            det_max_batch: 4,
+            rec_max_batch: 32,
+            batch_max_wait_ms: 0,
             min_line_score: 0.5,
             normalize: true,
         }
@@ -1016,6 +1032,15 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     }
     if !(1..=64).contains(&o.rec_batch_size) {
         return fail("ocr.rec_batch_size", format!("must be 1–64, got {}", o.rec_batch_size));
+    }
+    if !(1..=64).contains(&o.det_max_batch) {
+        return fail("ocr.det_max_batch", format!("must be 1–64, got {}", o.det_max_batch));
+    }
+    if !(1..=256).contains(&o.rec_max_batch) {
+        return fail("ocr.rec_max_batch", format!("must be 1–256, got {}", o.rec_max_batch));
+    }
+    if o.batch_max_wait_ms > 1000 {
+        return fail("ocr.batch_max_wait_ms", format!("must be 0–1000, got {}", o.batch_max_wait_ms));
     }
     let v = &s.vlm;
     if !(1..=64).contains(&v.batch_size) {

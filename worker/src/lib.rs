@@ -1,6 +1,7 @@
 //! `docfleet-worker` as a library: the worker loop, the pipelines and document handling.
 //! The `docfleet` CLI embeds the same worker for `docfleet run`.
 
+pub mod batch;
 pub mod document;
 pub mod http;
 pub mod metrics;

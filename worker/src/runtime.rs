@@ -6,7 +6,6 @@
 //! else the `models.onnxruntime` repo in the model cache (see `scripts/setup/onnxruntime.sh`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,8 @@ use ort::ep::ExecutionProvider as _;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
+
+use crate::batch::{BatchPolicy, Batcher, Pending, RunFn};
 
 /// How to obtain the model files and the library when they are missing.
 pub const SETUP_HINT: &str = "run `docfleet-downloader fetch --model onnxruntime --model ocr` (or \
@@ -86,22 +87,22 @@ impl Runtime {
 
     /// Build a session for the model file at `path`, running each call on `runtime.intra_threads`
     /// threads. `id` names it in results and errors.
-    pub fn load_model(&self, path: &Path, id: String) -> Result<Model> {
-        self.load(path, id, 1, self.settings.intra_threads)
+    pub fn load_model(&self, path: &Path, id: String, policy: BatchPolicy) -> Result<Model> {
+        self.load(path, id, 1, self.settings.intra_threads, policy)
     }
 
     /// Build one single-threaded session per thread `runtime.intra_threads` allows (all cores
     /// when 0), for callers that run many small inputs side by side ([`Model::run_on`]): on CPU
     /// that keeps the cores busier than one session splitting each small input across threads.
-    pub fn load_model_replicated(&self, path: &Path, id: String) -> Result<Model> {
+    pub fn load_model_replicated(&self, path: &Path, id: String, policy: BatchPolicy) -> Result<Model> {
         let threads = match self.settings.intra_threads {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
         if threads <= 1 || self.provider != ExecutionProvider::Cpu {
-            return self.load_model(path, id);
+            return self.load_model(path, id, policy);
         }
-        self.load(path, id, threads, 1)
+        self.load(path, id, threads, 1, policy)
     }
 
     /// A bare session for the model file at `path`, built with the shared options (threads,
@@ -118,7 +119,14 @@ impl Runtime {
         builder.commit_from_file(path).map_err(|e| bad(&e))
     }
 
-    fn load(&self, path: &Path, id: String, replicas: usize, intra_threads: usize) -> Result<Model> {
+    fn load(
+        &self,
+        path: &Path,
+        id: String,
+        replicas: usize,
+        intra_threads: usize,
+        policy: BatchPolicy,
+    ) -> Result<Model> {
         let started = Instant::now();
         let bad =
             |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
@@ -140,8 +148,22 @@ impl Runtime {
         let character = metadata.as_ref().and_then(|m| m.custom("character"));
         drop(metadata);
         tracing::debug!(model = %id, replicas, ms = started.elapsed().as_millis() as u64, "model loaded");
-        let sessions = sessions.into_iter().map(Mutex::new).collect();
-        Ok(Model { id, input, output, character, sessions, next: AtomicUsize::new(0) })
+        let sessions: Vec<Mutex<Session>> = sessions.into_iter().map(Mutex::new).collect();
+        let run: Arc<RunFn> = {
+            let (id, input, output) = (id.clone(), input.clone(), output.clone());
+            Arc::new(move |session: usize, shape: &[usize], data: &[f32]| {
+                let fail = |e: &dyn std::fmt::Display| Error::Model(format!("{id} failed on input {shape:?}: {e}"));
+                let tensor = TensorRef::from_array_view((shape.to_vec(), data)).map_err(|e| fail(&e))?;
+                let mut session = sessions[session % sessions.len()].lock().unwrap_or_else(|p| p.into_inner());
+                let outputs = session.run(ort::inputs![input.as_str() => tensor]).map_err(|e| fail(&e))?;
+                let (out_shape, values) = outputs[output.as_str()].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
+                Ok((out_shape.iter().map(|&d| d.max(0) as usize).collect(), values.to_vec()))
+            })
+        };
+        let name =
+            id.rsplit('/').next().unwrap_or("model").trim_end_matches(".onnx").chars().take(12).collect::<String>();
+        let batcher = Batcher::start(&name, replicas, policy, run);
+        Ok(Model { id, character, replicas, batcher })
     }
 
     fn session_builder(&self, intra_threads: usize) -> ort::Result<SessionBuilder> {
@@ -240,25 +262,23 @@ fn with_gpu_provider(builder: SessionBuilder, provider: ExecutionProvider, devic
     Ok(builder.with_execution_providers(eps)?)
 }
 
-/// One model's sessions, shared by every job. Each session runs one call at a time: a run
-/// already uses its threads, so concurrent jobs overlap their pre- and post-processing with each
-/// other's model runs instead of oversubscribing the CPU.
+/// One model's sessions, shared by every job. Each session runs one call at a time on its own
+/// thread, fed by one queue that merges calls from different jobs into one run ([`crate::batch`]):
+/// concurrent jobs overlap their pre- and post-processing with each other's model runs instead of
+/// oversubscribing the CPU, and on a GPU one run serves several jobs' pages.
 pub struct Model {
     /// `repo@commit/file`, for result records.
     pub id: String,
-    input: String,
-    output: String,
     /// The `character` metadata entry (PP-OCR recognition models keep their dictionary there).
     character: Option<String>,
-    sessions: Vec<Mutex<Session>>,
-    /// Round-robin start for [`Model::run`].
-    next: AtomicUsize,
+    replicas: usize,
+    batcher: Batcher,
 }
 
 impl Model {
     /// Sessions that can run at the same time.
     pub fn replicas(&self) -> usize {
-        self.sessions.len()
+        self.replicas
     }
 
     /// The model's `character` metadata entry, if it has one.
@@ -266,38 +286,27 @@ impl Model {
         self.character.as_deref()
     }
 
+    /// Runs so far: (runs, requests, merged runs, items).
+    pub fn batch_stats(&self) -> (u64, u64, u64, u64) {
+        self.batcher.stats.snapshot()
+    }
+
     /// Run the model on one f32 tensor of `shape` and hand the first output (shape, values) to
-    /// `read`. Returns `read`'s result and the time spent in onnxruntime.
+    /// `read`. Returns `read`'s result and this call's share of the time spent in onnxruntime.
     pub fn run<T>(
         &self,
         shape: &[usize],
         data: &[f32],
         read: impl FnOnce(&[usize], &[f32]) -> T,
     ) -> Result<(T, Duration)> {
-        // A free session if there is one, else wait for the next in turn.
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.sessions.len();
-        let free = (0..n).map(|k| (start + k) % n).find(|&i| self.sessions[i].try_lock().is_ok());
-        self.run_on(free.unwrap_or(start % n), shape, data, read)
+        let reply = self.submit(shape, data).wait()?;
+        Ok((read(&reply.shape, &reply.values), reply.took))
     }
 
-    /// [`run`](Self::run) on session `replica` (modulo [`replicas`](Self::replicas)).
-    pub fn run_on<T>(
-        &self,
-        replica: usize,
-        shape: &[usize],
-        data: &[f32],
-        read: impl FnOnce(&[usize], &[f32]) -> T,
-    ) -> Result<(T, Duration)> {
-        let fail = |e: &dyn std::fmt::Display| Error::Model(format!("{} failed on input {shape:?}: {e}", self.id));
-        let input = TensorRef::from_array_view((shape.to_vec(), data)).map_err(|e| fail(&e))?;
-        let mut session = self.sessions[replica % self.sessions.len()].lock().unwrap_or_else(|p| p.into_inner());
-        let started = Instant::now();
-        let outputs = session.run(ort::inputs![self.input.as_str() => input]).map_err(|e| fail(&e))?;
-        let elapsed = started.elapsed();
-        let (out_shape, values) = outputs[self.output.as_str()].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
-        let dims: Vec<usize> = out_shape.iter().map(|&d| d.max(0) as usize).collect();
-        Ok((read(&dims, values), elapsed))
+    /// Queue a call without waiting for it (the input is copied); several calls in flight run
+    /// side by side on the model's sessions, merged where they fit.
+    pub fn submit(&self, shape: &[usize], data: &[f32]) -> Pending {
+        self.batcher.submit(shape, data)
     }
 }
 

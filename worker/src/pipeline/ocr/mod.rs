@@ -12,6 +12,9 @@ pub mod postprocess;
 pub mod rec;
 mod sample;
 
+#[cfg(test)]
+mod batching_tests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,7 @@ use serde_json::{Map, Value, json};
 use self::geometry::{Quad, bounds, quad_size, rotate_corners, to_upright};
 use self::rec::Dictionary;
 use super::{Document, Pipeline, PipelineOutput};
+use crate::batch::BatchPolicy;
 use crate::document::rasterize;
 use crate::runtime::{Model, Runtime, SETUP_HINT};
 
@@ -140,11 +144,28 @@ impl OcrEngine {
         let snap = models::locate(&settings.models, "ocr", repo).map_err(|e| {
             Error::Model(format!("{}. Or {SETUP_HINT}", e.to_string().trim_start_matches("model error: ")))
         })?;
-        let load = |file: &str| runtime.load_model(&snap.file(file), format!("{}/{file}", snap.id()));
         let s = settings.ocr.clone();
-        let det = load(det_file)?;
-        let cls = if s.page_orientation || s.line_orientation { Some(load(cls_file)?) } else { None };
-        let rec = runtime.load_model_replicated(&snap.file(rec_file), format!("{}/{rec_file}", snap.id()))?;
+        let policy = |max_items: usize, pad_last: bool| match s.batch_across_jobs {
+            true => BatchPolicy {
+                max_items,
+                max_wait: Duration::from_millis(s.batch_max_wait_ms),
+                pad_last,
+                // The same bound recognition keeps within one job's batches.
+                max_pad_ratio: 1.1,
+            },
+            false => BatchPolicy::SINGLE,
+        };
+        let load = |file: &str, policy| runtime.load_model(&snap.file(file), format!("{}/{file}", snap.id()), policy);
+        let det = load(det_file, policy(s.det_max_batch, false))?;
+        let cls = match s.page_orientation || s.line_orientation {
+            true => Some(load(cls_file, policy(s.rec_max_batch, false))?),
+            false => None,
+        };
+        let rec = runtime.load_model_replicated(
+            &snap.file(rec_file),
+            format!("{}/{rec_file}", snap.id()),
+            policy(s.rec_max_batch, true),
+        )?;
         let character = rec.character_metadata().ok_or_else(|| {
             Error::Model(format!("{} has no `character` metadata entry (the recognition dictionary)", rec.id))
         })?;
@@ -153,6 +174,16 @@ impl OcrEngine {
             return Err(Error::Model(format!("{}: the recognition dictionary is empty", rec.id)));
         }
         Ok(Self { runtime, det, cls, rec, dict, settings: s, limits: settings.limits.clone() })
+    }
+
+    /// The models' runs so far, summed: (runs, requests, merged runs, items).
+    pub fn batch_stats(&self) -> (u64, u64, u64, u64) {
+        let mut total = (0, 0, 0, 0);
+        for m in [Some(&self.det), self.cls.as_ref(), Some(&self.rec)].into_iter().flatten() {
+            let (a, b, c, d) = m.batch_stats();
+            total = (total.0 + a, total.1 + b, total.2 + c, total.3 + d);
+        }
+        total
     }
 
     /// Model ids with revisions, for result records.

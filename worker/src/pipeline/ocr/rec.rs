@@ -3,6 +3,7 @@
 //! little of each batch is padding. Decoding is greedy CTC with the dictionary stored in the
 //! model's metadata.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use docfleet_core::{Error, Result};
@@ -10,6 +11,7 @@ use image::RgbImage;
 
 use super::geometry::{Quad, quad_size};
 use super::sample::crop_tensor;
+use crate::batch::Pending;
 use crate::runtime::Model;
 
 const HEIGHT: usize = 48;
@@ -90,11 +92,9 @@ pub fn ctc_decode(probs: &[f32], classes: usize, dict: &Dictionary) -> Recognize
     Recognized { text, score: if kept == 0 { 0.0 } else { sum / kept as f32 } }
 }
 
-/// What one lane of batches read (crop index, reading) and its (pre, model, post) times.
-type LaneOutput = (Vec<(usize, Recognized)>, [Duration; 3]);
-
-/// Recognise every reading quad, batching crops of similar aspect ratio; the batches run side by
-/// side when the model has several sessions.
+/// Recognise every reading quad, batching crops of similar aspect ratio. Batches are queued on the
+/// model as soon as they are built (a few ahead per session), so they run side by side on its
+/// sessions — merged with other jobs' batches of similar width — while the next ones are cut.
 #[allow(clippy::too_many_arguments)]
 pub fn recognize(
     model: &Model,
@@ -127,61 +127,39 @@ pub fn recognize(
         }
     }
     let mut out = vec![Recognized { text: String::new(), score: 0.0 }; quads.len()];
-    let replicas = model.replicas().min(batches.len()).max(1);
-    // Spread batches over the model's sessions, widest first to the least loaded one.
-    let mut lanes: Vec<(f32, Vec<&Vec<usize>>)> = vec![(0.0, Vec::new()); replicas];
-    for batch in batches.iter().rev() {
-        let cost = batch.len() as f32 * batch.iter().map(|&i| ratios[i]).fold(MIN_RATIO, f32::max);
-        let lane = lanes.iter_mut().min_by(|a, b| a.0.total_cmp(&b.0)).expect("at least one lane");
-        lane.0 += cost;
-        lane.1.push(batch);
-    }
-    let run_lane = |replica: usize, lane: &[&Vec<usize>]| -> Result<LaneOutput> {
-        let mut times = [Duration::ZERO; 3];
-        let mut read = Vec::new();
-        for batch in lane {
-            let lines = run_batch(model, replica, dict, img, quads, &ratios, batch, &mut times)?;
-            read.extend(batch.iter().copied().zip(lines));
-        }
-        Ok((read, times))
-    };
-    let results: Vec<Result<LaneOutput>> = if replicas == 1 {
-        vec![run_lane(0, &lanes[0].1)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                lanes.iter().enumerate().map(|(r, lane)| scope.spawn(move || run_lane(r, &lane.1))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::Model("recognition thread panicked".into()))))
-                .collect()
-        })
-    };
-    for result in results {
-        let (read, [p, m, q]) = result?;
-        *pre += p;
-        *model_time += m;
-        *post += q;
-        for (i, line) in read {
+    // Widest first, so the longest runs start early; at most this many batches wait in the queue
+    // at once, which bounds the crop tensors held.
+    let window = 2 * model.replicas().max(1);
+    let mut pending: VecDeque<(&Vec<usize>, Pending)> = VecDeque::new();
+    let mut collect = |(batch, p): (&Vec<usize>, Pending), model_time: &mut Duration, post: &mut Duration| {
+        let reply = p.wait()?;
+        *model_time += reply.took;
+        let started = Instant::now();
+        let lines = decode(&reply.shape, &reply.values, batch.len(), dict)?;
+        *post += started.elapsed();
+        for (&i, line) in batch.iter().zip(lines) {
             out[i] = line;
         }
+        Ok::<(), Error>(())
+    };
+    for batch in batches.iter().rev() {
+        let started = Instant::now();
+        let (shape, input) = batch_tensor(img, quads, &ratios, batch);
+        *pre += started.elapsed();
+        pending.push_back((batch, model.submit(&shape, &input)));
+        if pending.len() >= window {
+            collect(pending.pop_front().expect("non-empty"), model_time, post)?;
+        }
+    }
+    while let Some(p) = pending.pop_front() {
+        collect(p, model_time, post)?;
     }
     Ok(out)
 }
 
-/// Recognise one batch on session `replica`; adds (pre, model, post) times.
-#[allow(clippy::too_many_arguments)]
-fn run_batch(
-    model: &Model,
-    replica: usize,
-    dict: &Dictionary,
-    img: &RgbImage,
-    quads: &[Quad],
-    ratios: &[f32],
-    batch: &[usize],
-    times: &mut [Duration; 3],
-) -> Result<Vec<Recognized>> {
-    let started = Instant::now();
+/// The input tensor of one batch: every crop 48 pixels high, as wide as its aspect ratio asks,
+/// padded with zeros to the widest.
+fn batch_tensor(img: &RgbImage, quads: &[Quad], ratios: &[f32], batch: &[usize]) -> ([usize; 4], Vec<f32>) {
     let max_ratio = batch.iter().map(|&i| ratios[i]).fold(MIN_RATIO, f32::max);
     let width = ((HEIGHT as f32 * max_ratio) as usize).clamp(8, MAX_WIDTH);
     let n = batch.len();
@@ -190,23 +168,19 @@ fn run_batch(
         let w = ((HEIGHT as f32 * ratios[i]).ceil() as usize).clamp(1, width);
         crop_tensor(img, &quads[i], w, HEIGHT, width, &mut input[slot * 3 * HEIGHT * width..]);
     }
-    times[0] += started.elapsed();
-    let (decoded, took) = model.run_on(replica, &[n, 3, HEIGHT, width], &input, |shape, probs| {
-        if shape.len() != 3 || shape[0] != n || shape[2] != dict.len() {
-            return Err(Error::Model(format!(
-                "recogniser returned shape {shape:?}; expected [{n}, steps, {}] (the dictionary size)",
-                dict.len()
-            )));
-        }
-        let started = Instant::now();
-        let per = shape[1] * shape[2];
-        let lines: Vec<Recognized> = probs.chunks_exact(per).map(|p| ctc_decode(p, shape[2], dict)).collect();
-        Ok((lines, started.elapsed()))
-    })?;
-    let (lines, decode_time) = decoded?;
-    times[1] += took;
-    times[2] += decode_time;
-    Ok(lines)
+    ([n, 3, HEIGHT, width], input)
+}
+
+/// Greedy CTC decoding of a `[n, steps, classes]` output.
+fn decode(shape: &[usize], probs: &[f32], n: usize, dict: &Dictionary) -> Result<Vec<Recognized>> {
+    if shape.len() != 3 || shape[0] != n || shape[2] != dict.len() {
+        return Err(Error::Model(format!(
+            "recogniser returned shape {shape:?}; expected [{n}, steps, {}] (the dictionary size)",
+            dict.len()
+        )));
+    }
+    let per = shape[1] * shape[2];
+    Ok(probs.chunks_exact(per).map(|p| ctc_decode(p, shape[2], dict)).collect())
 }
 
 #[cfg(test)]
