@@ -241,6 +241,10 @@ pub struct WorkerSettings {
     pub receive_wait_seconds: u32,
     /// Receive calls in flight at once (each needs room for a whole batch).
     pub receive_concurrency: usize,
+    /// Bytes of input documents fetched ahead of a free job slot, at most (messages already
+    /// received fetch their documents while other jobs run; results are stored after the slot is
+    /// freed). A document counts as `limits.max_input_bytes` until its size is known.
+    pub max_prefetch_bytes: u64,
     /// Visibility timeout requested for received messages, in seconds.
     pub visibility_timeout_seconds: u32,
     /// Pipeline for S3 event notifications and jobs that name none.
@@ -280,6 +284,7 @@ impl Default for WorkerSettings {
             receive_batch: 10,
             receive_wait_seconds: 20,
             receive_concurrency: 2,
+            max_prefetch_bytes: 256 << 20,
             visibility_timeout_seconds: 300,
             default_pipeline: "inspect".into(),
             retry_base_delay_seconds: 5,
@@ -926,6 +931,12 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     }
     if !(1..=10).contains(&s.worker.receive_batch) {
         return fail("worker.receive_batch", format!("must be 1–10, got {}", s.worker.receive_batch));
+    }
+    if s.worker.max_prefetch_bytes < 1 << 20 {
+        return fail(
+            "worker.max_prefetch_bytes",
+            format!("must be at least 1 MiB, got {}", s.worker.max_prefetch_bytes),
+        );
     }
     if !(1..=16).contains(&s.worker.receive_concurrency) {
         return fail("worker.receive_concurrency", format!("must be 1–16, got {}", s.worker.receive_concurrency));

@@ -110,6 +110,15 @@ struct Inner {
     health: Arc<Health>,
 }
 
+/// What a job waits on: a share of the prefetch budget while its document is fetched, then a slot
+/// while its pipeline runs; shutdown while waiting hands the message back unstarted.
+struct Gates {
+    slots: Arc<Semaphore>,
+    /// Prefetch budget in KiB.
+    prefetch: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
 /// How one message ended.
 enum Disposition {
     Delete,
@@ -175,7 +184,11 @@ impl Worker {
         // runs instead of one message per freed slot, and prefetch stays bounded.
         let batch = s.receive_batch as usize;
         let receivers = s.receive_concurrency;
-        let slots = Arc::new(Semaphore::new(s.concurrency));
+        let gates = Arc::new(Gates {
+            slots: Arc::new(Semaphore::new(s.concurrency)),
+            prefetch: Arc::new(Semaphore::new(kib(s.max_prefetch_bytes) as usize)),
+            shutdown: shutdown.clone(),
+        });
         let held = Arc::new(Semaphore::new(s.concurrency + batch * receivers));
         let mut receiving = futures::stream::FuturesUnordered::new();
         let (delete_tx, delete_rx) = mpsc::channel::<String>(1024);
@@ -235,24 +248,19 @@ impl Worker {
             }
             for message in messages {
                 let held_permit = room.split(1).expect("one permit per received message");
-                let (worker, slots, shutdown) = (self.clone(), slots.clone(), shutdown.clone());
+                let (worker, gates) = (self.clone(), gates.clone());
                 let delete_tx = delete_tx.clone();
                 let span =
                     info_span!("message", message_id = %message.message_id, receive_count = message.receive_count);
                 tasks.spawn(
                     async move {
-                        let slot = tokio::select! {
-                            slot = slots.acquire_owned() => slot.expect("semaphore open"),
-                            _ = shutdown.cancelled() => {
-                                // Not started: hand it back to the queue at once.
-                                worker.dispose(message, Disposition::Release(Duration::ZERO), &delete_tx).await;
-                                return;
-                            }
-                        };
-                        worker.inner.metrics.job_started();
-                        worker.handle_message(message, &delete_tx).await;
-                        worker.inner.metrics.job_ended();
-                        drop((slot, held_permit));
+                        if gates.shutdown.is_cancelled() {
+                            // Not started: hand it back to the queue at once.
+                            worker.dispose(message, Disposition::Release(Duration::ZERO), &delete_tx).await;
+                            return;
+                        }
+                        worker.handle_message(message, &delete_tx, &gates).await;
+                        drop(held_permit);
                     }
                     .instrument(span),
                 );
@@ -339,7 +347,7 @@ impl Worker {
         Ok(depth.total() == 0)
     }
 
-    async fn handle_message(&self, message: Message, delete_tx: &mpsc::Sender<String>) {
+    async fn handle_message(&self, message: Message, delete_tx: &mpsc::Sender<String>, gates: &Gates) {
         let stats = &self.inner.stats;
         stats.messages.fetch_add(1, Ordering::Relaxed);
         let disposition = match parse_message(&message.body, &self.inner.settings.worker.default_pipeline) {
@@ -353,7 +361,7 @@ impl Worker {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
                 Disposition::Delete
             }
-            Ok(Parsed::Jobs(jobs)) => self.run_jobs(&message, jobs).await,
+            Ok(Parsed::Jobs(jobs)) => self.run_jobs(&message, jobs, gates).await,
             Err(e) => {
                 warn!(error = %e, "message is not a job; recording the error and dead-lettering it");
                 stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
@@ -378,13 +386,19 @@ impl Worker {
     }
 
     /// Run every job of a message; the message's fate follows the worst outcome.
-    async fn run_jobs(&self, message: &Message, jobs: Vec<Job>) -> Disposition {
+    async fn run_jobs(&self, message: &Message, jobs: Vec<Job>, gates: &Gates) -> Disposition {
         let stats = &self.inner.stats;
         let mut dead_letter = false;
         for job in jobs {
             let span = info_span!("job", job_id = %job.job_id, pipeline = %job.pipeline, input = %job.input);
             let started = Instant::now();
-            let outcome = self.run_job(message, &job).instrument(span.clone()).await;
+            let outcome = match self.run_job(message, &job, gates).instrument(span.clone()).await {
+                Ok(Some(key)) => Ok(key),
+                // Shutdown before it started: back to the queue at once (jobs done so far are
+                // redone under the same keys).
+                Ok(None) => return Disposition::Release(Duration::ZERO),
+                Err(e) => Err(e),
+            };
             let _entered = span.enter();
             let metrics = &self.inner.metrics;
             metrics
@@ -415,7 +429,8 @@ impl Worker {
         if dead_letter { Disposition::DeadLetter } else { Disposition::Delete }
     }
 
-    async fn run_job(&self, message: &Message, job: &Job) -> Result<String> {
+    /// Fetch, process and store one job; `None` when shutdown came before it started.
+    async fn run_job(&self, message: &Message, job: &Job, gates: &Gates) -> Result<Option<String>> {
         let settings = &self.inner.settings;
         let pipeline = self.inner.pipelines.get(&job.pipeline)?;
         if !settings.store.input_bucket_allowed(&job.input.bucket) {
@@ -435,20 +450,43 @@ impl Worker {
         let started = Instant::now();
         let started_at_ms = now_ms();
         let store = &self.inner.backends.store;
+        // The document is fetched before a slot is free (other jobs run meanwhile), within the
+        // prefetch budget: as `limits.max_input_bytes` until its size is known.
+        let budget = kib(settings.limits.max_input_bytes.min(settings.worker.max_prefetch_bytes));
+        let mut prefetched = tokio::select! {
+            permit = gates.prefetch.clone().acquire_many_owned(budget) => permit.expect("semaphore open"),
+            _ = gates.shutdown.cancelled() => return Ok(None),
+        };
         let bytes = self
             .with_retries("get", || store.get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes))
             .await?;
+        let surplus = budget.saturating_sub(kib(bytes.len() as u64));
+        if surplus > 0 {
+            drop(prefetched.split(surplus as usize));
+        }
         let fetched = started.elapsed();
         let metrics = &self.inner.metrics;
         metrics.stage(&job.pipeline, "fetch", fetched.as_secs_f64());
         let doc = Document { input: job.input.clone(), bytes };
+        let slot = tokio::select! {
+            slot = gates.slots.clone().acquire_owned() => slot.expect("semaphore open"),
+            _ = gates.shutdown.cancelled() => return Ok(None),
+        };
+        let waited = started.elapsed() - fetched;
+        metrics.job_started();
         let output = match settings.worker.job_timeout_seconds {
-            0 => pipeline.process(&doc, &job.params).await?,
+            0 => pipeline.process(&doc, &job.params).await,
             limit => tokio::time::timeout(Duration::from_secs(limit as u64), pipeline.process(&doc, &job.params))
                 .await
-                .map_err(|_| Error::Timeout(limit as u64))??,
+                .map_err(|_| Error::Timeout(limit as u64))
+                .and_then(|r| r),
         };
-        let processed = started.elapsed() - fetched;
+        metrics.job_ended();
+        // Storing the result does not hold a slot: the next job's pipeline starts now.
+        drop(slot);
+        drop(prefetched);
+        let output = output?;
+        let processed = started.elapsed() - fetched - waited;
         metrics.stage(&job.pipeline, "process", processed.as_secs_f64());
         if let Some(text) = &output.text {
             let text_key = text_key_for(&key);
@@ -467,14 +505,18 @@ impl Worker {
             "output": output.result,
             "message_id": message.message_id,
             "receive_count": message.receive_count,
-            "timings_ms": {"fetch": fetched.as_secs_f64() * 1e3, "process": processed.as_secs_f64() * 1e3},
+            "timings_ms": {
+                "fetch": fetched.as_secs_f64() * 1e3,
+                "wait": waited.as_secs_f64() * 1e3,
+                "process": processed.as_secs_f64() * 1e3,
+            },
             "worker": self.inner.worker_id,
             "started_at_ms": started_at_ms,
             "completed_at_ms": now_ms(),
         });
         self.put_json(&key, &record).await?;
-        metrics.stage(&job.pipeline, "store", (started.elapsed() - fetched - processed).as_secs_f64());
-        Ok(key)
+        metrics.stage(&job.pipeline, "store", (started.elapsed() - fetched - waited - processed).as_secs_f64());
+        Ok(Some(key))
     }
 
     /// Run a store call, retrying transient failures `worker.job_retries` times with backoff.
@@ -724,4 +766,9 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Bytes as whole KiB (rounded up, at least 1), the prefetch budget's unit.
+fn kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).clamp(1, u32::MAX as u64 >> 4) as u32
 }
