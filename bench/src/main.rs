@@ -14,6 +14,7 @@ use docfleet_tests::{Fixture, repo_root, run_with_timeout, text};
 use futures::StreamExt;
 
 mod downloader;
+mod fleet;
 mod ocr;
 mod scaler;
 mod vlm;
@@ -35,6 +36,17 @@ enum Command {
         jobs: usize,
         /// Concurrent jobs (worker.concurrency, and raw loop tasks).
         #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// The `ocr` fleet end to end on LocalStack vs its models alone (recorded inputs replayed
+    /// through the sessions), and worker cold start to first result. Needs the setup script's
+    /// onnxruntime and PP-OCR models (`eval "$(scripts/setup/onnxruntime.sh)"`).
+    Fleet {
+        /// One-page documents (cycling through the benchmark pages).
+        #[arg(long, default_value_t = 42)]
+        docs: usize,
+        /// worker.concurrency.
+        #[arg(long, default_value_t = 2)]
         concurrency: usize,
     },
     /// One docfleet-worker on `inspect`: jobs/s and p50/p99 job latency per concurrency level,
@@ -135,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Plumbing { jobs, concurrency } => plumbing(jobs, concurrency).await,
         Command::Worker { jobs, concurrency } => worker::run(jobs, &concurrency).await,
+        Command::Fleet { docs, concurrency } => fleet::run(docs, concurrency).await,
         Command::Ocr { threads, repeat, python } => {
             let home = std::env::var("HOME").unwrap_or_default();
             let python = std::path::PathBuf::from(python.replacen('~', &home, 1));

@@ -46,7 +46,7 @@ print(json.dumps({"event": "done", "pages": n, "wall_s": wall, "stage_s": elapse
 "#;
 
 /// Render the page set into `dir` (not timed).
-fn prepare_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn prepare_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let fixtures = docfleet_tests::repo_root().join("tests/fixtures/ocr");
     let mut pages = Vec::new();
     let pdf = std::fs::read(fixtures.join("doc_three_pages.pdf"))?;

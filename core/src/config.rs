@@ -612,8 +612,9 @@ pub struct OcrSettings {
     pub rec_batch_size: usize,
     /// Merge model calls from different jobs in flight into one `session.run` per stage
     /// (detection: pages of the same input size; orientation and recognition: line batches of
-    /// similar width). Off: every call runs on its own.
-    pub batch_across_jobs: bool,
+    /// similar width). Off: every call runs on its own. Unset: on with a GPU execution provider,
+    /// off on CPU, where merged runs measured slower (BENCHMARKS.md, fleet).
+    pub batch_across_jobs: Option<bool>,
     /// Most pages in one detection run when merging (1–64).
     pub det_max_batch: usize,
     /// Most line crops in one orientation or recognition run when merging (1–256).
@@ -645,7 +646,7 @@ impl Default for OcrSettings {
             line_orientation: true,
             cls_thresh: 0.9,
             rec_batch_size: 2,
-            batch_across_jobs: true,
+            batch_across_jobs: None,
             det_max_batch: 4,
             rec_max_batch: 32,
             batch_max_wait_ms: 0,

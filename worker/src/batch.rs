@@ -69,6 +69,8 @@ impl BatchStats {
 }
 
 struct Request {
+    /// Never merged with others.
+    alone: bool,
     shape: Vec<usize>,
     data: Vec<f32>,
     reply: std::sync::mpsc::SyncSender<Result<Reply>>,
@@ -95,6 +97,8 @@ pub type RunFn = dyn Fn(usize, &[usize], &[f32]) -> Result<(Vec<usize>, Vec<f32>
 /// The queue and the session threads of one model.
 pub struct Batcher {
     shared: Arc<(Mutex<Queue>, Condvar)>,
+    /// Copies of submitted inputs, while recording (benchmarks replay them: the model alone).
+    recorded: Mutex<Option<Vec<(Vec<usize>, Vec<f32>)>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub stats: Arc<BatchStats>,
 }
@@ -113,14 +117,37 @@ impl Batcher {
                     .expect("spawn a session thread")
             })
             .collect();
-        Self { shared, threads, stats }
+        Self { shared, recorded: Mutex::new(None), threads, stats }
+    }
+
+    /// Start (or stop, returning them) keeping a copy of every submitted input.
+    pub fn record(&self, on: bool) -> Vec<(Vec<usize>, Vec<f32>)> {
+        let mut r = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = r.take().unwrap_or_default();
+        if on {
+            *r = Some(Vec::new());
+        }
+        taken
     }
 
     /// Queue a call; the input is copied.
     pub fn submit(&self, shape: &[usize], data: &[f32]) -> Pending {
+        self.enqueue(shape, data, false)
+    }
+
+    /// Queue a call that runs on its own, never merged (benchmarks: the model as called).
+    pub fn submit_alone(&self, shape: &[usize], data: &[f32]) -> Pending {
+        self.enqueue(shape, data, true)
+    }
+
+    fn enqueue(&self, shape: &[usize], data: &[f32], alone: bool) -> Pending {
+        if let Some(r) = self.recorded.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            r.push((shape.to_vec(), data.to_vec()));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (lock, cond) = &*self.shared;
         lock.lock().unwrap_or_else(|p| p.into_inner()).waiting.push_back(Request {
+            alone,
             shape: shape.to_vec(),
             data: data.to_vec(),
             reply: tx,
@@ -190,7 +217,7 @@ fn serve(session: usize, shared: &(Mutex<Queue>, Condvar), policy: BatchPolicy, 
 
 /// Move the waiting requests that fit into `batch`, oldest first.
 fn take_compatible(policy: &BatchPolicy, waiting: &mut VecDeque<Request>, batch: &mut Vec<Request>) {
-    if policy.max_items <= 1 {
+    if policy.max_items <= 1 || batch[0].alone {
         return;
     }
     let first = batch[0].shape.clone();
@@ -201,7 +228,7 @@ fn take_compatible(policy: &BatchPolicy, waiting: &mut VecDeque<Request>, batch:
     let mut i = 0;
     while i < waiting.len() && items < policy.max_items {
         let s = &waiting[i].shape;
-        if compatible(policy, &first, s, lo, hi) && items + s[0] <= policy.max_items {
+        if !waiting[i].alone && compatible(policy, &first, s, lo, hi) && items + s[0] <= policy.max_items {
             let r = waiting.remove(i).expect("index in range");
             items += r.shape[0];
             lo = lo.min(r.shape[last]);

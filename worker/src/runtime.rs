@@ -303,6 +303,17 @@ impl Model {
         Ok((read(&reply.shape, &reply.values), reply.took))
     }
 
+    /// [`submit`](Self::submit), never merged with other calls.
+    pub fn submit_alone(&self, shape: &[usize], data: &[f32]) -> Pending {
+        self.batcher.submit_alone(shape, data)
+    }
+
+    /// Start (`true`) or stop keeping a copy of every input this model is given; stopping returns
+    /// them. For benchmarks that replay a pipeline's model calls alone.
+    pub fn record_inputs(&self, on: bool) -> Vec<(Vec<usize>, Vec<f32>)> {
+        self.batcher.record(on)
+    }
+
     /// Queue a call without waiting for it (the input is copied); several calls in flight run
     /// side by side on the model's sessions, merged where they fit.
     pub fn submit(&self, shape: &[usize], data: &[f32]) -> Pending {

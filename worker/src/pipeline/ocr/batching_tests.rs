@@ -16,7 +16,7 @@ fn fixtures() -> PathBuf {
 
 fn engine(batch_across_jobs: bool, max_wait_ms: u64) -> OcrEngine {
     let mut settings = Settings::default();
-    settings.ocr.batch_across_jobs = batch_across_jobs;
+    settings.ocr.batch_across_jobs = Some(batch_across_jobs);
     settings.ocr.batch_max_wait_ms = max_wait_ms;
     OcrEngine::load(&settings).unwrap_or_else(|e| {
         panic!("cannot load the OCR models (needs onnxruntime and PP-OCR: run `scripts/setup/onnxruntime.sh`): {e}")

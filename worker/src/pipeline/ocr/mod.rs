@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use docfleet_core::config::{Limits, OcrSettings};
+use docfleet_core::config::{ExecutionProvider, Limits, OcrSettings};
 use docfleet_core::{Error, Result, Settings, models};
 use image::RgbImage;
 use serde::Serialize;
@@ -145,7 +145,8 @@ impl OcrEngine {
             Error::Model(format!("{}. Or {SETUP_HINT}", e.to_string().trim_start_matches("model error: ")))
         })?;
         let s = settings.ocr.clone();
-        let policy = |max_items: usize, pad_last: bool| match s.batch_across_jobs {
+        let merge = s.batch_across_jobs.unwrap_or(runtime.provider() != ExecutionProvider::Cpu);
+        let policy = |max_items: usize, pad_last: bool| match merge {
             true => BatchPolicy {
                 max_items,
                 max_wait: Duration::from_millis(s.batch_max_wait_ms),
@@ -174,6 +175,11 @@ impl OcrEngine {
             return Err(Error::Model(format!("{}: the recognition dictionary is empty", rec.id)));
         }
         Ok(Self { runtime, det, cls, rec, dict, settings: s, limits: settings.limits.clone() })
+    }
+
+    /// The loaded models: detection, orientation (when used), recognition.
+    pub fn models(&self) -> Vec<&Model> {
+        [Some(&self.det), self.cls.as_ref(), Some(&self.rec)].into_iter().flatten().collect()
     }
 
     /// The models' runs so far, summed: (runs, requests, merged runs, items).

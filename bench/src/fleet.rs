@@ -1,0 +1,140 @@
+//! `fleet`: the `ocr` fleet end to end against its own models alone, and worker cold start.
+//!
+//! 1. Model alone (the physical limit of this machine): the documents are read once in this
+//!    process by the `ocr` engine with every model's inputs recorded; then each model's recorded
+//!    inputs are replayed through its sessions (all queued at once, run side by side, each call as
+//!    the pipeline made it) and timed. Model-only pages/s = pages ÷ the sum of the three replays.
+//! 2. Fleet: the same documents as PNG objects in LocalStack S3, one `ocr` job each on LocalStack
+//!    SQS, one `docfleet-worker --exit-when-empty` process. Steady pages/s from the first result
+//!    to the last (result records' `completed_at_ms`); wall pages/s from process spawn to exit.
+//! 3. Cold start: process spawn → the first result record written (`completed_at_ms`).
+//!
+//! The two sides run one after the other, so they never share the cores.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use docfleet_core::Settings;
+use docfleet_tests::{Fixture, run_with_timeout, text};
+use docfleet_worker::pipeline::ocr::OcrEngine;
+use futures::StreamExt;
+
+fn now_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+}
+
+pub async fn run(docs: usize, concurrency: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pages = crate::ocr::prepare_pages(dir.path())?;
+    let bytes: Vec<Vec<u8>> = pages.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    let docs_bytes: Vec<Vec<u8>> = (0..docs).map(|i| bytes[i % bytes.len()].clone()).collect();
+    println!(
+        "fleet: {docs} one-page documents ({} distinct pages), ocr pipeline, worker concurrency {concurrency}",
+        bytes.len()
+    );
+
+    // --- 1. The models alone.
+    let engine_docs = docs_bytes.clone();
+    let (pipeline_secs, replays) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, Vec<(String, usize, f64)>)> {
+            let settings = Settings::default();
+            let engine = OcrEngine::load(&settings)
+                .map_err(|e| anyhow::anyhow!("{e} (run `eval \"$(scripts/setup/onnxruntime.sh)\"` first)"))?;
+            engine.read_document(&engine_docs[0])?; // warm-up, not recorded
+            for m in engine.models() {
+                m.record_inputs(true);
+            }
+            let started = Instant::now();
+            for d in &engine_docs {
+                engine.read_document(d)?;
+            }
+            let pipeline_secs = started.elapsed().as_secs_f64();
+            let mut replays = Vec::new();
+            for m in engine.models() {
+                let inputs = m.record_inputs(false);
+                let started = Instant::now();
+                let pending: Vec<_> = inputs.iter().map(|(shape, data)| m.submit_alone(shape, data)).collect();
+                for p in pending {
+                    p.wait()?;
+                }
+                let name = m.id.rsplit('/').next().unwrap_or(&m.id).to_owned();
+                replays.push((name, inputs.len(), started.elapsed().as_secs_f64()));
+            }
+            Ok((pipeline_secs, replays))
+        })
+        .await??;
+    let model_secs: f64 = replays.iter().map(|r| r.2).sum();
+    let model_rate = docs as f64 / model_secs;
+    for (name, calls, secs) in &replays {
+        println!("  model alone: {name:<40} {calls:>5} calls  {secs:>7.2} s");
+    }
+    println!("  model alone, all stages:   {model_secs:>7.2} s  {model_rate:>6.2} pages/s");
+    println!(
+        "  in-process pipeline, one document at a time: {pipeline_secs:>7.2} s  {:>6.2} pages/s",
+        docs as f64 / pipeline_secs
+    );
+
+    // --- 2. The fleet on LocalStack, with and without cross-job batching.
+    for batching in [true, false] {
+        let steady = fleet(&docs_bytes, concurrency, batching).await?;
+        println!("  ratio fleet steady / model alone (batch_across_jobs = {batching}): {:.3}", steady / model_rate);
+    }
+    Ok(())
+}
+
+/// One fleet run; returns its steady pages/s.
+async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> anyhow::Result<f64> {
+    let docs = docs_bytes.len();
+    let fx = Fixture::new(&format!("bench-fleet-ocr-{batching}"), 5, 300).await;
+    let keys: Vec<String> = (0..docs).map(|i| format!("bench/page-{i:04}.png")).collect();
+    futures::stream::iter(keys.iter().zip(docs_bytes.iter().cloned()))
+        .map(|(k, b)| {
+            let fx = &fx;
+            async move { fx.put_input(k, b).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let bodies: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| serde_json::json!({"version": 1, "job_id": format!("fleet-{i}"), "pipeline": "ocr", "input": {"bucket": fx.input_bucket, "key": k}}).to_string())
+        .collect();
+    for chunk in bodies.chunks(10) {
+        fx.send_raw(&chunk.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    }
+    let mut cmd = fx.command("docfleet-worker");
+    for var in ["ORT_DYLIB_PATH", "HF_HUB_CACHE", "HOME"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.env("RUST_LOG", "warn")
+        .env("DOCFLEET__WORKER__CONCURRENCY", concurrency.to_string())
+        .env("DOCFLEET__OCR__BATCH_ACROSS_JOBS", batching.to_string())
+        .arg("--exit-when-empty");
+    let spawned_ms = now_ms();
+    let started = Instant::now();
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(1800));
+    let wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(out.status.success(), "worker failed: {}", text(&out).1);
+    let result_keys: Vec<String> =
+        fx.output_keys("results/").await.into_iter().filter(|k| k.ends_with(".json")).collect();
+    anyhow::ensure!(result_keys.len() == docs, "{} results for {docs} jobs", result_keys.len());
+    let mut completed: Vec<f64> = futures::stream::iter(result_keys)
+        .map(|k| {
+            let fx = &fx;
+            async move { fx.output_json(&k).await["completed_at_ms"].as_f64().unwrap_or(f64::NAN) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    completed.sort_by(f64::total_cmp);
+    let cold = (completed[0] - spawned_ms) / 1e3;
+    let span = (completed[docs - 1] - completed[0]) / 1e3;
+    let steady = (docs - 1) as f64 / span;
+    println!("  fleet, batch_across_jobs = {batching}:");
+    println!("    wall (spawn → exit):            {wall:>7.2} s  {:>6.2} pages/s", docs as f64 / wall);
+    println!("    steady (first → last result):   {span:>7.2} s  {steady:>6.2} pages/s");
+    println!("    cold start (spawn → first result): {cold:.2} s");
+    Ok(steady)
+}
