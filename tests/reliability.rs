@@ -305,3 +305,60 @@ async fn health_ready_and_metrics_reflect_the_worker() {
     );
     drop(live);
 }
+
+/// Documents are fetched while another job runs, within `worker.max_prefetch_bytes`: one slot,
+/// 150 ms jobs, 24 documents of ~300 KB (21 messages held at once would be ~6 MB) and a 1 MiB
+/// budget. `docfleet_prefetch_bytes`, sampled through the run, shows two or more documents held
+/// at once (one running, the next already fetched) and never more than the budget; every
+/// document gets its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_prefetched_within_the_byte_budget() {
+    let fx = Fixture::new("prefetch", 5, 60).await;
+    // Noise does not compress: a 320×320 RGB PNG of ~300 KB.
+    let mut state = 0x2545_f491_u32;
+    let img = image::RgbImage::from_fn(320, 320, |_, _| {
+        let mut px = [0u8; 3];
+        for c in &mut px {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            *c = state as u8;
+        }
+        image::Rgb(px)
+    });
+    let mut doc = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut doc), image::ImageFormat::Png).unwrap();
+    let (n, budget) = (24, 1u64 << 20);
+    assert!(doc.len() > 250_000, "{} bytes", doc.len());
+    let mut bodies = Vec::new();
+    for i in 0..n {
+        let key = format!("docs/{i}.png");
+        fx.put_input(&key, doc.clone()).await;
+        bodies.push(sleep_job(&fx, &format!("p{i}"), &key, 150));
+    }
+    fx.send_raw(&bodies[..10].iter().map(String::as_str).collect::<Vec<_>>()).await;
+    fx.send_raw(&bodies[10..20].iter().map(String::as_str).collect::<Vec<_>>()).await;
+    fx.send_raw(&bodies[20..].iter().map(String::as_str).collect::<Vec<_>>()).await;
+
+    let port = docfleet_tests::free_port();
+    let mut cmd = worker(&fx, port);
+    cmd.env("DOCFLEET__WORKER__CONCURRENCY", "1")
+        .env("DOCFLEET__WORKER__MAX_PREFETCH_BYTES", budget.to_string())
+        .env("DOCFLEET__LIMITS__MAX_INPUT_BYTES", "400000");
+    let _live = ChildGuard(cmd.spawn().unwrap());
+    let (mut most, mut samples) = (0f64, 0);
+    wait_for("every result", LIMIT, async || {
+        let body = http_get(port, "/metrics").unwrap_or_default();
+        if let Some(v) = metric(&body, "docfleet_prefetch_bytes") {
+            most = most.max(v);
+            samples += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        metric(&body, r#"docfleet_jobs_total{pipeline="sleep",outcome="success"}"#) == Some(n as f64)
+    })
+    .await;
+    assert_eq!(fx.output_keys("results/").await.len(), n);
+    assert!(samples >= 5, "only {samples} samples");
+    assert!(most <= budget as f64, "held {most} bytes, over the {budget}-byte budget");
+    assert!(most >= 2.0 * doc.len() as f64, "at most {most} bytes held: nothing fetched ahead of the slot");
+}

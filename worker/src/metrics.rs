@@ -44,6 +44,8 @@ pub struct Metrics {
     pub stage_seconds: Family<StageLabels, Histogram>,
     pub in_flight: Gauge,
     pub busy: Gauge,
+    /// Bytes of documents fetched and not yet done with (waiting for a slot or running).
+    pub prefetch_bytes: Gauge,
     pub messages: Counter,
     pub receive_batch: Histogram,
     pub heartbeat_extensions: Counter,
@@ -79,6 +81,12 @@ impl Metrics {
         registry.register("jobs_in_flight", "Jobs running now", in_flight.clone());
         let busy = Gauge::default();
         registry.register("worker_busy", "1 while at least one job runs, else 0", busy.clone());
+        let prefetch_bytes = Gauge::default();
+        registry.register(
+            "prefetch_bytes",
+            "Bytes of input documents held: fetched ahead of a slot or being processed (bounded by worker.max_prefetch_bytes)",
+            prefetch_bytes.clone(),
+        );
         let messages = Counter::default();
         registry.register("messages_received", "Queue messages received", messages.clone());
         let receive_batch = Histogram::new([0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0].into_iter());
@@ -122,6 +130,7 @@ impl Metrics {
             stage_seconds,
             in_flight,
             busy,
+            prefetch_bytes,
             messages,
             receive_batch,
             heartbeat_extensions,

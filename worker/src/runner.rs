@@ -464,6 +464,7 @@ impl Worker {
         if surplus > 0 {
             drop(prefetched.split(surplus as usize));
         }
+        let held_bytes = Held::new(&self.inner.metrics.prefetch_bytes, bytes.len());
         let fetched = started.elapsed();
         let metrics = &self.inner.metrics;
         metrics.stage(&job.pipeline, "fetch", fetched.as_secs_f64());
@@ -484,7 +485,7 @@ impl Worker {
         metrics.job_ended();
         // Storing the result does not hold a slot: the next job's pipeline starts now.
         drop(slot);
-        drop(prefetched);
+        drop((prefetched, held_bytes));
         let output = output?;
         let processed = started.elapsed() - fetched - waited;
         metrics.stage(&job.pipeline, "process", processed.as_secs_f64());
@@ -771,4 +772,23 @@ fn truncate(s: &str, max: usize) -> &str {
 /// Bytes as whole KiB (rounded up, at least 1), the prefetch budget's unit.
 fn kib(bytes: u64) -> u32 {
     bytes.div_ceil(1024).clamp(1, u32::MAX as u64 >> 4) as u32
+}
+
+/// A document's bytes counted in `docfleet_prefetch_bytes` while it is held.
+struct Held {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    bytes: i64,
+}
+
+impl Held {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge, bytes: usize) -> Self {
+        gauge.inc_by(bytes as i64);
+        Self { gauge: gauge.clone(), bytes: bytes as i64 }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
+    }
 }
