@@ -18,6 +18,9 @@ use docfleet_tests::{Fixture, run_with_timeout, text};
 use docfleet_worker::pipeline::ocr::OcrEngine;
 use futures::StreamExt;
 
+/// One model's replay: (model file, calls, seconds).
+type Replay = (String, usize, f64);
+
 fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
 }
@@ -34,34 +37,33 @@ pub async fn run(docs: usize, concurrency: usize) -> anyhow::Result<()> {
 
     // --- 1. The models alone.
     let engine_docs = docs_bytes.clone();
-    let (pipeline_secs, replays) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, Vec<(String, usize, f64)>)> {
-            let settings = Settings::default();
-            let engine = OcrEngine::load(&settings)
-                .map_err(|e| anyhow::anyhow!("{e} (run `eval \"$(scripts/setup/onnxruntime.sh)\"` first)"))?;
-            engine.read_document(&engine_docs[0])?; // warm-up, not recorded
-            for m in engine.models() {
-                m.record_inputs(true);
-            }
+    let (pipeline_secs, replays) = tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, Vec<Replay>)> {
+        let settings = Settings::default();
+        let engine = OcrEngine::load(&settings)
+            .map_err(|e| anyhow::anyhow!("{e} (run `eval \"$(scripts/setup/onnxruntime.sh)\"` first)"))?;
+        engine.read_document(&engine_docs[0])?; // warm-up, not recorded
+        for m in engine.models() {
+            m.record_inputs(true);
+        }
+        let started = Instant::now();
+        for d in &engine_docs {
+            engine.read_document(d)?;
+        }
+        let pipeline_secs = started.elapsed().as_secs_f64();
+        let mut replays = Vec::new();
+        for m in engine.models() {
+            let inputs = m.record_inputs(false);
             let started = Instant::now();
-            for d in &engine_docs {
-                engine.read_document(d)?;
+            let pending: Vec<_> = inputs.iter().map(|(shape, data)| m.submit_alone(shape, data)).collect();
+            for p in pending {
+                p.wait()?;
             }
-            let pipeline_secs = started.elapsed().as_secs_f64();
-            let mut replays = Vec::new();
-            for m in engine.models() {
-                let inputs = m.record_inputs(false);
-                let started = Instant::now();
-                let pending: Vec<_> = inputs.iter().map(|(shape, data)| m.submit_alone(shape, data)).collect();
-                for p in pending {
-                    p.wait()?;
-                }
-                let name = m.id.rsplit('/').next().unwrap_or(&m.id).to_owned();
-                replays.push((name, inputs.len(), started.elapsed().as_secs_f64()));
-            }
-            Ok((pipeline_secs, replays))
-        })
-        .await??;
+            let name = m.id.rsplit('/').next().unwrap_or(&m.id).to_owned();
+            replays.push((name, inputs.len(), started.elapsed().as_secs_f64()));
+        }
+        Ok((pipeline_secs, replays))
+    })
+    .await??;
     let model_secs: f64 = replays.iter().map(|r| r.2).sum();
     let model_rate = docs as f64 / model_secs;
     for (name, calls, secs) in &replays {
@@ -94,14 +96,7 @@ async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> an
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    let bodies: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| serde_json::json!({"version": 1, "job_id": format!("fleet-{i}"), "pipeline": "ocr", "input": {"bucket": fx.input_bucket, "key": k}}).to_string())
-        .collect();
-    for chunk in bodies.chunks(10) {
-        fx.send_raw(&chunk.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    }
+    crate::send_jobs(&fx, &keys, Some("ocr")).await;
     let mut cmd = fx.command("docfleet-worker");
     for var in ["ORT_DYLIB_PATH", "HF_HUB_CACHE", "HOME"] {
         if let Some(v) = std::env::var_os(var) {

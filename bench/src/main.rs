@@ -182,12 +182,19 @@ pub(crate) async fn seed_inputs(fx: &Fixture, n: usize, doc: &[u8]) -> Vec<Strin
     keys
 }
 
-pub(crate) async fn send_jobs(fx: &Fixture, keys: &[String]) -> Duration {
+/// One job per key (on `pipeline`, else the worker's default), sent in batches of ten.
+pub(crate) async fn send_jobs(fx: &Fixture, keys: &[String], pipeline: Option<&str>) -> Duration {
     let started = Instant::now();
     let bodies: Vec<String> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| serde_json::json!({"version": 1, "job_id": format!("bench-{i}"), "input": {"bucket": fx.input_bucket, "key": k}}).to_string())
+        .map(|(i, k)| {
+            let mut job = serde_json::json!({"version": 1, "job_id": format!("bench-{i}"), "input": {"bucket": fx.input_bucket, "key": k}});
+            if let Some(p) = pipeline {
+                job["pipeline"] = p.into();
+            }
+            job.to_string()
+        })
         .collect();
     futures::stream::iter(bodies.chunks(10).map(|c| c.to_vec()))
         .map(|chunk| async move {
@@ -265,8 +272,8 @@ async fn plumbing(jobs: usize, concurrency: usize) -> anyhow::Result<()> {
     let raw = Fixture::new("bench-raw", 5, 120).await;
     let fleet_keys = seed_inputs(&fleet, jobs, &doc).await;
     let raw_keys = seed_inputs(&raw, jobs, &doc).await;
-    let send_fleet = send_jobs(&fleet, &fleet_keys).await;
-    let send_raw = send_jobs(&raw, &raw_keys).await;
+    let send_fleet = send_jobs(&fleet, &fleet_keys, None).await;
+    let send_raw = send_jobs(&raw, &raw_keys, None).await;
 
     let started = Instant::now();
     let out = run_with_timeout(

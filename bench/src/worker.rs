@@ -42,7 +42,7 @@ pub async fn run(jobs: usize, levels: &[usize]) -> anyhow::Result<()> {
     for &c in levels {
         let fx = Fixture::new(&format!("bench-worker-c{c}"), 5, 120).await;
         let keys = seed_inputs(&fx, jobs, &doc).await;
-        send_jobs(&fx, &keys).await;
+        send_jobs(&fx, &keys, None).await;
         let started = Instant::now();
         let out = run_with_timeout(
             fx.command("docfleet-worker")

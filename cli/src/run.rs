@@ -40,7 +40,7 @@ pub struct Args {
 async fn fetch_missing(settings: &Settings, pipeline: &str) -> anyhow::Result<()> {
     let model = match pipeline {
         "ocr" if settings.ocr.enabled => "ocr",
-        "vlm" if !settings.models.vlm.repo_id.is_empty() || settings.models.vlm.dir.is_some() => "vlm",
+        "vlm" if docfleet_worker::pipeline::vlm::configured(settings) => "vlm",
         _ => return Ok(()),
     };
     let mut names = vec![model];

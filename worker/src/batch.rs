@@ -36,6 +36,9 @@ impl BatchPolicy {
         BatchPolicy { max_items: 1, max_wait: Duration::ZERO, pad_last: false, max_pad_ratio: 1.0 };
 }
 
+/// A tensor as (shape, values).
+pub type Tensor = (Vec<usize>, Vec<f32>);
+
 /// What a caller gets back: its rows of the output, and its share of the run's time.
 pub struct Reply {
     pub shape: Vec<usize>,
@@ -98,7 +101,7 @@ pub type RunFn = dyn Fn(usize, &[usize], &[f32]) -> Result<(Vec<usize>, Vec<f32>
 pub struct Batcher {
     shared: Arc<(Mutex<Queue>, Condvar)>,
     /// Copies of submitted inputs, while recording (benchmarks replay them: the model alone).
-    recorded: Mutex<Option<Vec<(Vec<usize>, Vec<f32>)>>>,
+    recorded: Mutex<Option<Vec<Tensor>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub stats: Arc<BatchStats>,
 }
@@ -121,7 +124,7 @@ impl Batcher {
     }
 
     /// Start (or stop, returning them) keeping a copy of every submitted input.
-    pub fn record(&self, on: bool) -> Vec<(Vec<usize>, Vec<f32>)> {
+    pub fn record(&self, on: bool) -> Vec<Tensor> {
         let mut r = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
         let taken = r.take().unwrap_or_default();
         if on {
@@ -244,12 +247,8 @@ fn execute(session: usize, batch: Vec<Request>, run: &RunFn, stats: &BatchStats)
     stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
     if batch.len() == 1 {
         let r = batch.into_iter().next().expect("one request");
-        stats.runs.fetch_add(1, Ordering::Relaxed);
         stats.items.fetch_add(r.shape[0] as u64, Ordering::Relaxed);
-        let started = Instant::now();
-        let result =
-            run(session, &r.shape, &r.data).map(|(shape, values)| Reply { shape, values, took: started.elapsed() });
-        let _ = r.reply.send(result);
+        run_alone(session, r, run, stats);
         return;
     }
     let (input_shape, input) = merge(&batch);
@@ -277,17 +276,19 @@ fn execute(session: usize, batch: Vec<Request>, run: &RunFn, stats: &BatchStats)
         // fails by itself gets an error.
         _ => {
             for r in batch {
-                stats.runs.fetch_add(1, Ordering::Relaxed);
-                let started = Instant::now();
-                let result = run(session, &r.shape, &r.data).map(|(shape, values)| Reply {
-                    shape,
-                    values,
-                    took: started.elapsed(),
-                });
-                let _ = r.reply.send(result);
+                run_alone(session, r, run, stats);
             }
         }
     }
+}
+
+/// Run one request by itself and answer it.
+fn run_alone(session: usize, r: Request, run: &RunFn, stats: &BatchStats) {
+    stats.runs.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let result =
+        run(session, &r.shape, &r.data).map(|(shape, values)| Reply { shape, values, took: started.elapsed() });
+    let _ = r.reply.send(result);
 }
 
 /// One input of all requests along the batch dimension, each padded with zeros to the widest

@@ -16,7 +16,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 
-use crate::batch::{BatchPolicy, Batcher, Pending, RunFn};
+use crate::batch::{BatchPolicy, Batcher, Pending, RunFn, Tensor};
 
 /// How to obtain the model files and the library when they are missing.
 pub const SETUP_HINT: &str = "run `docfleet-downloader fetch --model onnxruntime --model ocr` (or \
@@ -310,7 +310,7 @@ impl Model {
 
     /// Start (`true`) or stop keeping a copy of every input this model is given; stopping returns
     /// them. For benchmarks that replay a pipeline's model calls alone.
-    pub fn record_inputs(&self, on: bool) -> Vec<(Vec<usize>, Vec<f32>)> {
+    pub fn record_inputs(&self, on: bool) -> Vec<Tensor> {
         self.batcher.record(on)
     }
 

@@ -185,7 +185,7 @@ impl OcrEngine {
     /// The models' runs so far, summed: (runs, requests, merged runs, items).
     pub fn batch_stats(&self) -> (u64, u64, u64, u64) {
         let mut total = (0, 0, 0, 0);
-        for m in [Some(&self.det), self.cls.as_ref(), Some(&self.rec)].into_iter().flatten() {
+        for m in self.models() {
             let (a, b, c, d) = m.batch_stats();
             total = (total.0 + a, total.1 + b, total.2 + c, total.3 + d);
         }
