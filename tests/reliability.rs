@@ -281,7 +281,8 @@ async fn health_ready_and_metrics_reflect_the_worker() {
             .to_string(),
     );
     let port = docfleet_tests::free_port();
-    let live = ChildGuard(worker(&fx, port).spawn().unwrap());
+    // Deletes wait up to 3 s for company: the six finish well within that, so they share a call.
+    let live = ChildGuard(worker(&fx, port).env("DOCFLEET__WORKER__DELETE_FLUSH_MS", "3000").spawn().unwrap());
     wait_for("/ready", Duration::from_secs(30), async || {
         http_get(port, "/ready").is_some_and(|r| status_of(&r) == 200)
     })
@@ -303,6 +304,15 @@ async fn health_ready_and_metrics_reflect_the_worker() {
         body.contains(r#"docfleet_stage_duration_seconds_count{pipeline="inspect",stage="fetch"} 5"#),
         "fetched: the five that exist\n{body}"
     );
+    // Five done and one dead-lettered: six receipts deleted, in one or two DeleteMessageBatch calls.
+    wait_for("6 receipts deleted", Duration::from_secs(30), async || {
+        body = http_get(port, "/metrics").unwrap_or_default();
+        metric(&body, "docfleet_delete_batch_size_sum") == Some(6.0)
+    })
+    .await;
+    let calls = metric(&body, "docfleet_delete_batch_size_count").unwrap();
+    assert!((1.0..=2.0).contains(&calls), "6 receipts took {calls} delete calls\n{body}");
+    assert_eq!(fx.depth(&fx.queue_url).await, (0, 0, 0));
     drop(live);
 }
 

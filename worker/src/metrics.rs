@@ -54,6 +54,7 @@ pub struct Metrics {
     pub invalid_messages: Counter,
     pub dead_lettered: Counter,
     pub delete_failures: Counter,
+    pub delete_batch: Histogram,
     pub backend_errors: Family<KindLabel, Counter>,
     pub model_load_seconds: Family<PipelineLabel, Gauge<f64, AtomicU64>>,
 }
@@ -115,6 +116,8 @@ impl Metrics {
         registry.register("dead_lettered", "Messages moved to the dead-letter queue", dead_lettered.clone());
         let delete_failures = Counter::default();
         registry.register("delete_failures", "Message deletes that failed after retries", delete_failures.clone());
+        let delete_batch = Histogram::new([1.0, 2.0, 4.0, 6.0, 8.0, 10.0].into_iter());
+        registry.register("delete_batch_size", "Receipts per DeleteMessageBatch call", delete_batch.clone());
         let backend_errors = Family::<KindLabel, Counter>::default();
         registry.register("backend_errors", "Queue/store call failures by operation", backend_errors.clone());
         let model_load_seconds = Family::<PipelineLabel, Gauge<f64, AtomicU64>>::default();
@@ -139,6 +142,7 @@ impl Metrics {
             invalid_messages,
             dead_lettered,
             delete_failures,
+            delete_batch,
             backend_errors,
             model_load_seconds,
         }
