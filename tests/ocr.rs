@@ -351,3 +351,45 @@ async fn ocr_job_through_sqs_and_s3() {
     let txt = String::from_utf8(txt.body.collect().await.unwrap().into_bytes().to_vec()).unwrap();
     assert!(txt.contains("Service Agreement SA-2025-118"), "{txt}");
 }
+
+/// Pages are rasterised before a job's slot (`worker.decode_ahead`) when their pixels fit in the
+/// prefetch budget, and the pipeline then decodes nothing itself (`output.timings_ms.decode` is
+/// 0); when they do not fit (a 1 MiB budget against three A4 pages of ~6.5 MB each) the pipeline
+/// decodes them in its slot. The text is the same either way; a corrupt document fails the same.
+#[test]
+fn pages_are_decoded_ahead_of_the_slot_within_the_prefetch_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    for name in ["doc_three_pages.pdf", "page_two_column.png", "bad_truncated.png"] {
+        std::fs::copy(fixtures().join(name), docs.join(name)).unwrap();
+    }
+    let read = |budget: Option<&str>, out: &str| {
+        let out_dir = tmp.path().join(out);
+        let mut cmd = docfleet(tmp.path(), "docfleet");
+        cmd.env("DOCFLEET__WORKER__CONCURRENCY", "1");
+        if let Some(b) = budget {
+            cmd.env("DOCFLEET__WORKER__MAX_PREFETCH_BYTES", b);
+        }
+        let stdout = run_ocr(cmd.args(["run", "--pipeline", "ocr", "docs", "--out"]).arg(&out_dir));
+        assert!(stdout.contains("| 3         | 2       | 1      | 0 "), "two results, one error:\n{stdout}");
+        let error = read_json(&out_dir.join("docs/bad_truncated.png.error.json"));
+        let pdf = read_json(&out_dir.join("docs/doc_three_pages.pdf.ocr.json"));
+        let png = read_json(&out_dir.join("docs/page_two_column.png.ocr.json"));
+        (error, pdf, png)
+    };
+    let (ahead_error, ahead_pdf, ahead_png) = read(None, "ahead");
+    for r in [&ahead_pdf, &ahead_png] {
+        assert_eq!(r["output"]["timings_ms"]["decode"], 0.0, "decoded ahead, not in the pipeline: {r}");
+        assert!(r["timings_ms"]["decode_ahead"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let (tight_error, tight_pdf, tight_png) = read(Some("1048576"), "tight");
+    // Neither fits in 1 MiB (the 1000×800 page is 2.4 MB of pixels): both decode in their slot.
+    for r in [&tight_pdf, &tight_png] {
+        assert!(r["output"]["timings_ms"]["decode"].as_f64().unwrap() > 0.0, "decoded in the slot: {r}");
+    }
+    assert_eq!(ahead_pdf["output"]["text"], tight_pdf["output"]["text"]);
+    assert_eq!(ahead_png["output"]["text"], tight_png["output"]["text"]);
+    assert_eq!(ahead_pdf["output"]["page_count"], 3);
+    assert_eq!(ahead_error["error"], tight_error["error"], "a corrupt document fails alike");
+}

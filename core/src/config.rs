@@ -243,8 +243,14 @@ pub struct WorkerSettings {
     pub receive_concurrency: usize,
     /// Bytes of input documents fetched ahead of a free job slot, at most (messages already
     /// received fetch their documents while other jobs run; results are stored after the slot is
-    /// freed). A document counts as `limits.max_input_bytes` until its size is known.
+    /// freed). A document counts as `limits.max_input_bytes` until its size is known; pages
+    /// rasterised ahead of a slot count too.
     pub max_prefetch_bytes: u64,
+    /// Documents rasterised at once ahead of a free job slot, for pipelines that read pages
+    /// (`ocr`, `vlm`): the next jobs' pages are decoded on the blocking pool while the models run,
+    /// when their pixel data fits in what is left of `max_prefetch_bytes`; otherwise the job
+    /// decodes in its slot. 0: never ahead.
+    pub decode_ahead: usize,
     /// Visibility timeout requested for received messages, in seconds.
     pub visibility_timeout_seconds: u32,
     /// Pipeline for S3 event notifications and jobs that name none.
@@ -285,6 +291,7 @@ impl Default for WorkerSettings {
             receive_wait_seconds: 20,
             receive_concurrency: 2,
             max_prefetch_bytes: 256 << 20,
+            decode_ahead: 1,
             visibility_timeout_seconds: 300,
             default_pipeline: "inspect".into(),
             retry_base_delay_seconds: 5,
@@ -938,6 +945,9 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
             "worker.max_prefetch_bytes",
             format!("must be at least 1 MiB, got {}", s.worker.max_prefetch_bytes),
         );
+    }
+    if s.worker.decode_ahead > 64 {
+        return fail("worker.decode_ahead", format!("must be 0–64, got {}", s.worker.decode_ahead));
     }
     if !(1..=16).contains(&s.worker.receive_concurrency) {
         return fail("worker.receive_concurrency", format!("must be 1–16, got {}", s.worker.receive_concurrency));

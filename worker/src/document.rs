@@ -204,11 +204,38 @@ pub struct RasterPage {
     pub dpi: Option<f32>,
 }
 
+/// A document decoded to RGB pages by [`rasterize`].
+pub type Rasterized = (Format, Vec<RasterPage>);
+
+/// Bytes of pixel data in a rasterised document.
+pub fn raster_bytes(pages: &[RasterPage]) -> u64 {
+    pages.iter().map(|p| p.image.as_raw().len() as u64).sum()
+}
+
+/// What [`rasterize`] will allocate for this document, from its headers alone (image dimensions,
+/// PDF page boxes), without decoding pixels; `None` when that cannot be told cheaply (TIFF,
+/// unknown or unreadable documents — they are decoded when their job runs).
+pub fn raster_bytes_estimate(bytes: &[u8], limits: &Limits, pdf_dpi: f32) -> Option<u64> {
+    match detect_format(bytes)? {
+        Format::Tiff => None,
+        Format::Pdf => {
+            let scale = (pdf_dpi / 72.0) as f64;
+            let pages = pdf_pages(bytes, limits).ok()?;
+            Some(pages.iter().map(|p| (p.width * scale).ceil() as u64 * (p.height * scale).ceil() as u64 * 3).sum())
+        }
+        format => {
+            let reader = image::ImageReader::with_format(Cursor::new(bytes), image_format(format));
+            let (w, h) = reader.into_dimensions().ok()?;
+            Some(w as u64 * h as u64 * 3)
+        }
+    }
+}
+
 /// Decode every page of a document to RGB pixels: raster formats as stored (alpha composited on
 /// white, grey replicated), PDF pages rendered at `pdf_dpi`. Corrupt, encrypted or unsupported
 /// documents are [`Error::InvalidInput`], documents over `limits` [`Error::LimitExceeded`]; the
 /// renderer's own panics on hostile PDFs are caught and reported the same way.
-pub fn rasterize(bytes: &[u8], limits: &Limits, pdf_dpi: f32) -> Result<(Format, Vec<RasterPage>)> {
+pub fn rasterize(bytes: &[u8], limits: &Limits, pdf_dpi: f32) -> Result<Rasterized> {
     if bytes.is_empty() {
         return Err(Error::InvalidInput("document is empty (0 bytes)".into()));
     }

@@ -116,7 +116,20 @@ struct Gates {
     slots: Arc<Semaphore>,
     /// Prefetch budget in KiB.
     prefetch: Arc<Semaphore>,
+    /// Documents being rasterised ahead of a slot (`worker.decode_ahead`).
+    decode: Arc<Semaphore>,
     shutdown: CancellationToken,
+}
+
+/// What decoding ahead of a slot came to.
+enum Ahead {
+    /// The pages, and their share of the prefetch budget (held until the job's pipeline is done).
+    Decoded(crate::document::Rasterized, (tokio::sync::OwnedSemaphorePermit, Held)),
+    /// Not done (budget full, size unknown): the pipeline decodes in its slot.
+    Skipped,
+    Shutdown,
+    /// The document cannot be decoded: the job fails as it would have in its slot.
+    Failed(Error),
 }
 
 /// How one message ended.
@@ -187,6 +200,7 @@ impl Worker {
         let gates = Arc::new(Gates {
             slots: Arc::new(Semaphore::new(s.concurrency)),
             prefetch: Arc::new(Semaphore::new(kib(s.max_prefetch_bytes) as usize)),
+            decode: Arc::new(Semaphore::new(s.decode_ahead)),
             shutdown: shutdown.clone(),
         });
         let held = Arc::new(Semaphore::new(s.concurrency + batch * receivers));
@@ -468,12 +482,29 @@ impl Worker {
         let fetched = started.elapsed();
         let metrics = &self.inner.metrics;
         metrics.stage(&job.pipeline, "fetch", fetched.as_secs_f64());
-        let doc = Document { input: job.input.clone(), bytes };
+        let mut doc = Document::new(job.input.clone(), bytes);
+        // Pages decoded ahead of the slot, while other jobs' models run.
+        let mut decoded_ahead = None;
+        if let Some(dpi) = pipeline.rasterizes_at() {
+            match self.decode_ahead(&doc, dpi, gates).await {
+                Ahead::Decoded(pages, held) => {
+                    doc.pages = Some(Arc::new(pages));
+                    decoded_ahead = Some(held);
+                }
+                Ahead::Skipped => {}
+                Ahead::Shutdown => return Ok(None),
+                Ahead::Failed(e) => return Err(e),
+            }
+        }
+        let decoded = started.elapsed() - fetched;
+        if doc.pages.is_some() {
+            metrics.stage(&job.pipeline, "decode", decoded.as_secs_f64());
+        }
         let slot = tokio::select! {
             slot = gates.slots.clone().acquire_owned() => slot.expect("semaphore open"),
             _ = gates.shutdown.cancelled() => return Ok(None),
         };
-        let waited = started.elapsed() - fetched;
+        let waited = started.elapsed() - fetched - decoded;
         metrics.job_started();
         let output = match settings.worker.job_timeout_seconds {
             0 => pipeline.process(&doc, &job.params).await,
@@ -485,9 +516,10 @@ impl Worker {
         metrics.job_ended();
         // Storing the result does not hold a slot: the next job's pipeline starts now.
         drop(slot);
-        drop((prefetched, held_bytes));
+        drop((prefetched, held_bytes, decoded_ahead));
+        doc.pages = None;
         let output = output?;
-        let processed = started.elapsed() - fetched - waited;
+        let processed = started.elapsed() - fetched - decoded - waited;
         metrics.stage(&job.pipeline, "process", processed.as_secs_f64());
         if let Some(text) = &output.text {
             let text_key = text_key_for(&key);
@@ -508,6 +540,7 @@ impl Worker {
             "receive_count": message.receive_count,
             "timings_ms": {
                 "fetch": fetched.as_secs_f64() * 1e3,
+                "decode_ahead": decoded.as_secs_f64() * 1e3,
                 "wait": waited.as_secs_f64() * 1e3,
                 "process": processed.as_secs_f64() * 1e3,
             },
@@ -516,8 +549,48 @@ impl Worker {
             "completed_at_ms": now_ms(),
         });
         self.put_json(&key, &record).await?;
-        metrics.stage(&job.pipeline, "store", (started.elapsed() - fetched - waited - processed).as_secs_f64());
+        metrics.stage(&job.pipeline, "store", (started.elapsed() - fetched - decoded - waited - processed).as_secs_f64());
         Ok(Some(key))
+    }
+
+    /// Rasterise a document before its job has a slot (`worker.decode_ahead` at once, on the
+    /// blocking pool), if its pixel data, estimated from its headers, fits in what is left of the
+    /// prefetch budget right now; the budget is never waited for, so a full budget only means the
+    /// job decodes in its slot as before.
+    async fn decode_ahead(&self, doc: &Document, dpi: f32, gates: &Gates) -> Ahead {
+        let limits = &self.inner.settings.limits;
+        let Some(estimate) = crate::document::raster_bytes_estimate(&doc.bytes, limits, dpi) else {
+            return Ahead::Skipped;
+        };
+        let Ok(mut budget) = gates.prefetch.clone().try_acquire_many_owned(kib(estimate)) else {
+            return Ahead::Skipped;
+        };
+        let _decoding = tokio::select! {
+            permit = gates.decode.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return Ahead::Skipped,
+            },
+            _ = gates.shutdown.cancelled() => return Ahead::Shutdown,
+        };
+        let (bytes, limits) = (doc.bytes.clone(), limits.clone());
+        let pages = match tokio::task::spawn_blocking(move || crate::document::rasterize(&bytes, &limits, dpi)).await {
+            Ok(Ok(pages)) => pages,
+            Ok(Err(e)) => return Ahead::Failed(e),
+            Err(e) => return Ahead::Failed(Error::InvalidInput(format!("decoding crashed on this document: {e}"))),
+        };
+        // Settle the estimate against what was allocated.
+        let actual = kib(crate::document::raster_bytes(&pages.1));
+        let reserved = kib(estimate);
+        if actual > reserved {
+            match gates.prefetch.clone().try_acquire_many_owned(actual - reserved) {
+                Ok(more) => budget.merge(more),
+                Err(_) => return Ahead::Skipped,
+            }
+        } else if actual < reserved {
+            drop(budget.split((reserved - actual) as usize));
+        }
+        let held = Held::new(&self.inner.metrics.prefetch_bytes, crate::document::raster_bytes(&pages.1) as usize);
+        Ahead::Decoded(pages, (budget, held))
     }
 
     /// Run a store call, retrying transient failures `worker.job_retries` times with backoff.

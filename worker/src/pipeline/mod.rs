@@ -10,6 +10,8 @@ use docfleet_core::job::ObjectRef;
 use docfleet_core::{Error, Result, Settings};
 use serde_json::{Map, Value};
 
+use crate::document::Rasterized;
+
 pub mod inspect;
 pub mod ocr;
 pub mod sleep;
@@ -20,6 +22,15 @@ pub mod vlm;
 pub struct Document {
     pub input: ObjectRef,
     pub bytes: Bytes,
+    /// The document already rasterised (at the pipeline's [`Pipeline::rasterizes_at`]) while it
+    /// waited for a slot; `None` when the pipeline decodes it itself.
+    pub pages: Option<Arc<Rasterized>>,
+}
+
+impl Document {
+    pub fn new(input: ObjectRef, bytes: Bytes) -> Self {
+        Self { input, bytes, pages: None }
+    }
 }
 
 /// What a pipeline produced for one document.
@@ -35,6 +46,14 @@ pub struct PipelineOutput {
 pub trait Pipeline: Send + Sync {
     /// The name jobs use to select this pipeline.
     fn name(&self) -> &'static str;
+
+    /// The PDF resolution this pipeline rasterises documents at, if it reads them as RGB pages
+    /// ([`crate::document::rasterize`]). The worker then rasterises a document ahead of its slot,
+    /// within the prefetch budget, and hands the pages over in [`Document::pages`], so the models
+    /// never wait on decoding.
+    fn rasterizes_at(&self) -> Option<f32> {
+        None
+    }
 
     /// Process one document. Errors that retrying cannot fix (corrupt input, limits) must be
     /// returned as non-transient [`Error`]s so the job is not retried.

@@ -29,7 +29,7 @@ use self::geometry::{Quad, bounds, quad_size, rotate_corners, to_upright};
 use self::rec::Dictionary;
 use super::{Document, Pipeline, PipelineOutput};
 use crate::batch::BatchPolicy;
-use crate::document::rasterize;
+use crate::document::{Rasterized, rasterize};
 use crate::runtime::{Model, Runtime, SETUP_HINT};
 
 /// Lines sampled for the page-orientation vote (the longest ones).
@@ -193,6 +193,11 @@ impl OcrEngine {
     }
 
     /// Model ids with revisions, for result records.
+    /// The resolution PDF pages are rendered at.
+    pub fn pdf_dpi(&self) -> f32 {
+        self.settings.pdf_dpi
+    }
+
     pub fn model_ids(&self) -> Value {
         json!({
             "detection": self.det.id,
@@ -210,9 +215,22 @@ impl OcrEngine {
 
     /// [`read_document`](Self::read_document), also returning the time per stage.
     pub fn read_document_timed(&self, bytes: &[u8]) -> Result<(Value, String, Timings)> {
+        self.read_rasterized(bytes, None)
+    }
+
+    /// Read a document, rasterised already (`pages`, at [`Self::pdf_dpi`]) or not.
+    pub fn read_rasterized(&self, bytes: &[u8], pages: Option<&Rasterized>) -> Result<(Value, String, Timings)> {
         let started = Instant::now();
-        let (format, pages) = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
-        let mut total = Timings { decode: started.elapsed(), ..Timings::default() };
+        let decoded;
+        let (format, pages, decode) = match pages {
+            // Decoded before the job's slot: no decoding here.
+            Some((format, pages)) => (*format, pages.as_slice(), Duration::ZERO),
+            None => {
+                decoded = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
+                (decoded.0, decoded.1.as_slice(), started.elapsed())
+            }
+        };
+        let mut total = Timings { decode, ..Timings::default() };
         let mut page_values = Vec::with_capacity(pages.len());
         let mut texts = Vec::with_capacity(pages.len());
         for (i, page) in pages.iter().enumerate() {
@@ -425,10 +443,15 @@ impl Pipeline for Ocr {
         "ocr"
     }
 
+    fn rasterizes_at(&self) -> Option<f32> {
+        Some(self.engine.pdf_dpi())
+    }
+
     async fn process(&self, doc: &Document, _params: &Map<String, Value>) -> Result<PipelineOutput> {
-        let bytes = doc.bytes.clone();
+        let (bytes, pages) = (doc.bytes.clone(), doc.pages.clone());
         let engine = self.engine.clone();
-        let (result, text) = tokio::task::spawn_blocking(move || engine.read_document(&bytes))
+        let (result, text) =
+            tokio::task::spawn_blocking(move || engine.read_rasterized(&bytes, pages.as_deref()).map(|(r, t, _)| (r, t)))
             .await
             .map_err(|e| Error::InvalidInput(format!("OCR crashed on this document: {e}")))??;
         Ok(PipelineOutput { result, text: Some(text) })

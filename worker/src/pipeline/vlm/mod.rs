@@ -30,7 +30,7 @@ use self::generate::{Generated, Rules, Times};
 use self::session::{ENCODER_FILE, Layout, Sessions};
 use self::tokenizer::Tokenizer;
 use super::{Document, Pipeline, PipelineOutput};
-use crate::document::rasterize;
+use crate::document::{Rasterized, rasterize};
 use crate::runtime::{Runtime, SETUP_HINT};
 
 /// Files every export needs beside the ONNX ones (`generation_config.json` is optional).
@@ -269,6 +269,11 @@ impl VlmEngine {
         generate::generate(&self.sessions, pixel_values, shape, batch, prompt, max_new_tokens, rules)
     }
 
+    /// The resolution PDF pages are rendered at.
+    pub fn pdf_dpi(&self) -> f32 {
+        self.settings.pdf_dpi
+    }
+
     /// Decode generated ids (special tokens skipped).
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         self.tokenizer.decode(ids)
@@ -276,12 +281,30 @@ impl VlmEngine {
 
     /// Read a whole document: the result record's `output` and the plain-text rendition.
     pub fn read_document(&self, bytes: &[u8], params: &Map<String, Value>) -> Result<(Value, String)> {
+        self.read_rasterized(bytes, None, params)
+    }
+
+    /// Read a document, rasterised already (`pages`, at [`Self::pdf_dpi`]) or not.
+    pub fn read_rasterized(
+        &self,
+        bytes: &[u8],
+        pages: Option<&Rasterized>,
+        params: &Map<String, Value>,
+    ) -> Result<(Value, String)> {
         let started = Instant::now();
         let (prompt_text, requested) = job_params(params, self.settings.max_new_tokens_limit)?;
         let prompt = self.prompt_ids(prompt_text.as_deref())?;
         let limit = self.token_limit(prompt.len(), requested);
-        let (format, pages) = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
-        let decode = started.elapsed();
+        let decoded;
+        let (format, pages, decode) = match pages {
+            // Decoded before the job's slot: no decoding here.
+            Some((format, pages)) => (*format, pages.as_slice(), Duration::ZERO),
+            None => {
+                let t = Instant::now();
+                decoded = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
+                (decoded.0, decoded.1.as_slice(), t.elapsed())
+            }
+        };
         let images: Vec<&RgbImage> = pages.iter().map(|p| &p.image).collect();
         let read = self.read_pages(&images, &prompt, limit)?;
 
@@ -410,11 +433,16 @@ impl Pipeline for Vlm {
         "vlm"
     }
 
+    fn rasterizes_at(&self) -> Option<f32> {
+        Some(self.engine.pdf_dpi())
+    }
+
     async fn process(&self, doc: &Document, params: &Map<String, Value>) -> Result<PipelineOutput> {
-        let bytes = doc.bytes.clone();
+        let (bytes, pages) = (doc.bytes.clone(), doc.pages.clone());
         let params = params.clone();
         let engine = self.engine.clone();
-        let (result, text) = tokio::task::spawn_blocking(move || engine.read_document(&bytes, &params))
+        let (result, text) =
+            tokio::task::spawn_blocking(move || engine.read_rasterized(&bytes, pages.as_deref(), &params))
             .await
             .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
         Ok(PipelineOutput { result, text: Some(text) })

@@ -400,6 +400,7 @@ async fn the_pipeline_runs_a_document() {
     let vlm = pipelines.get("vlm").unwrap_or_else(|e| panic!("needs `scripts/setup/onnxruntime.sh`: {e}"));
     assert_eq!(vlm.name(), "vlm");
     let doc = crate::pipeline::Document {
+        pages: None,
         input: docfleet_core::job::ObjectRef { bucket: "in".into(), key: "noise.png".into() },
         bytes: std::fs::read(fixtures().join("images/noise.png")).unwrap().into(),
     };
