@@ -18,6 +18,8 @@ use anyhow::{Context, bail};
 use docfleet_tests::fakehub::FakeHub;
 use docfleet_tests::{bin, hfhub_python, run_with_timeout, text};
 
+use crate::summary::{Goal, Headline};
+
 const PYTHON: &str = r#"
 import sys
 from huggingface_hub import snapshot_download
@@ -112,7 +114,7 @@ pub fn run(
     small_files: usize,
     workers: usize,
     python: Option<PathBuf>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Headline>> {
     let python = python.unwrap_or_else(hfhub_python);
     let work = tempfile::Builder::new().prefix("docfleet-bench-dl-").tempdir()?;
     let large = work.path().join("src-large");
@@ -149,6 +151,7 @@ pub fn run(
         String::from_utf8_lossy(&py_version.stdout).trim().replace(' ', ", Python "),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    let mut headlines = Vec::new();
     for (repo, expect) in cases {
         // One untimed warm-up per side (page cache of the sources, pip's bytecode).
         timed("python", repo, &hub, work.path(), &python, workers, expect)?;
@@ -170,6 +173,12 @@ pub fn run(
             mb / rs_med,
             rs_med / py_med
         );
+        headlines.push(Headline::ratio(
+            format!("downloader: time vs snapshot_download, {repo}"),
+            format!("{rs_med:.3} vs {py_med:.3} s median, {} files, {mb:.1} MB", expect.0),
+            rs_med / py_med,
+            Goal::AtMost(1.0),
+        ));
     }
-    Ok(())
+    Ok(headlines)
 }

@@ -18,6 +18,8 @@ use docfleet_tests::{Fixture, run_with_timeout, text};
 use docfleet_worker::pipeline::ocr::OcrEngine;
 use futures::StreamExt;
 
+use crate::summary::{Goal, Headline};
+
 /// One model's replay: (model file, calls, seconds).
 type Replay = (String, usize, f64);
 
@@ -25,7 +27,7 @@ fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
 }
 
-pub async fn run(docs: usize, concurrency: usize) -> anyhow::Result<()> {
+pub async fn run(docs: usize, concurrency: usize) -> anyhow::Result<Vec<Headline>> {
     let dir = tempfile::tempdir()?;
     let pages = crate::ocr::prepare_pages(dir.path())?;
     let bytes: Vec<Vec<u8>> = pages.iter().map(std::fs::read).collect::<Result<_, _>>()?;
@@ -76,15 +78,28 @@ pub async fn run(docs: usize, concurrency: usize) -> anyhow::Result<()> {
     );
 
     // --- 2. The fleet on LocalStack, with and without cross-job batching.
-    for batching in [true, false] {
-        let steady = fleet(&docs_bytes, concurrency, batching).await?;
+    let mut headlines = Vec::new();
+    for batching in [false, true] {
+        let (steady, cold) = fleet(&docs_bytes, concurrency, batching).await?;
         println!("  ratio fleet steady / model alone (batch_across_jobs = {batching}): {:.3}", steady / model_rate);
+        headlines.push(Headline::ratio(
+            format!("fleet: ocr on LocalStack vs models alone, batch_across_jobs = {batching}"),
+            format!("{steady:.2} vs {model_rate:.2} pages/s, {docs} pages, concurrency {concurrency}"),
+            steady / model_rate,
+            Goal::AtLeast(0.95),
+        ));
+        headlines.push(Headline::seconds(
+            format!("worker cold start to first result, batch_across_jobs = {batching}"),
+            "process spawn → first ocr result written",
+            cold,
+            Some(Goal::AtMost(2.0)),
+        ));
     }
-    Ok(())
+    Ok(headlines)
 }
 
-/// One fleet run; returns its steady pages/s.
-async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> anyhow::Result<f64> {
+/// One fleet run; returns its steady pages/s and cold start seconds.
+async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> anyhow::Result<(f64, f64)> {
     let docs = docs_bytes.len();
     let fx = Fixture::new(&format!("bench-fleet-ocr-{batching}"), 5, 300).await;
     let keys: Vec<String> = (0..docs).map(|i| format!("bench/page-{i:04}.png")).collect();
@@ -131,5 +146,5 @@ async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> an
     println!("    wall (spawn → exit):            {wall:>7.2} s  {:>6.2} pages/s", docs as f64 / wall);
     println!("    steady (first → last result):   {span:>7.2} s  {steady:>6.2} pages/s");
     println!("    cold start (spawn → first result): {cold:.2} s");
-    Ok(steady)
+    Ok((steady, cold))
 }

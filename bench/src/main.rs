@@ -12,9 +12,11 @@ use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use clap::{Parser, Subcommand};
 use docfleet_tests::{Fixture, repo_root, run_with_timeout, text};
 use futures::StreamExt;
+use summary::{Goal, Headline};
 
 mod downloader;
 mod fleet;
+mod summary;
 mod ocr;
 mod scaler;
 mod vlm;
@@ -29,6 +31,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Every comparison of BENCHMARKS.md in one run, one after the other (fleet, ocr, plumbing,
+    /// downloader, vlm, each with its defaults), then one table of their headline ratios against
+    /// the goals. A comparison whose prerequisites are missing is reported as skipped, with why.
+    All {
+        /// Jobs per side for `plumbing`.
+        #[arg(long, default_value_t = 2000)]
+        plumbing_jobs: usize,
+        /// Documents and worker concurrency for `fleet`.
+        #[arg(long, default_value_t = 42)]
+        fleet_docs: usize,
+        #[arg(long, default_value_t = 4)]
+        fleet_concurrency: usize,
+        /// Timed runs per side for `downloader`.
+        #[arg(long, default_value_t = 3)]
+        downloader_runs: usize,
+    },
     /// docfleet-worker (inspect) vs a raw aws-sdk receive → get → put → delete loop, LocalStack.
     Plumbing {
         /// Jobs per side.
@@ -144,28 +162,84 @@ enum Command {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Plumbing { jobs, concurrency } => plumbing(jobs, concurrency).await,
-        Command::Worker { jobs, concurrency } => worker::run(jobs, &concurrency).await,
-        Command::Fleet { docs, concurrency } => fleet::run(docs, concurrency).await,
-        Command::Ocr { threads, repeat, python } => {
-            let home = std::env::var("HOME").unwrap_or_default();
-            let python = std::path::PathBuf::from(python.replacen('~', &home, 1));
-            tokio::task::spawn_blocking(move || ocr::run(threads, repeat, &python)).await?
+    let headlines = match Cli::parse().command {
+        Command::All { plumbing_jobs, fleet_docs, fleet_concurrency, downloader_runs } => {
+            return all(plumbing_jobs, fleet_docs, fleet_concurrency, downloader_runs).await;
         }
-        Command::OcrChild { threads, repeat, pages } => ocr::child(threads, repeat, &pages),
+        Command::Plumbing { jobs, concurrency } => plumbing(jobs, concurrency).await?,
+        Command::Worker { jobs, concurrency } => return worker::run(jobs, &concurrency).await,
+        Command::Fleet { docs, concurrency } => fleet::run(docs, concurrency).await?,
+        Command::Ocr { threads, repeat, python } => ocr_bench(threads, repeat, vlm::expand(&python)).await?,
+        Command::OcrChild { threads, repeat, pages } => return ocr::child(threads, repeat, &pages),
         Command::Vlm { model, threads, repeat, batch, python } => {
-            let model = docfleet_tests::repo_root().join(vlm::expand(&model));
-            let python = vlm::expand(&python);
-            tokio::task::spawn_blocking(move || vlm::run(&model, &python, threads, repeat, &batch)).await?
+            vlm_bench(vlm::expand(&model), vlm::expand(&python), threads, repeat, batch).await?
         }
         Command::Downloader { runs, large_mb, small_files, workers, python } => {
-            tokio::task::spawn_blocking(move || downloader::run(runs, large_mb, small_files, workers, python)).await?
+            tokio::task::spawn_blocking(move || downloader::run(runs, large_mb, small_files, workers, python)).await??
         }
         Command::Scaler { rate, seconds, jobs, rounds, skip_hpa } => {
-            scaler::run(rate, seconds, jobs, rounds, skip_hpa).await
+            return scaler::run(rate, seconds, jobs, rounds, skip_hpa).await;
         }
-    }
+    };
+    summary::print(&[headlines.into_iter().map(Ok).collect()]);
+    Ok(())
+}
+
+async fn ocr_bench(threads: usize, repeat: usize, python: std::path::PathBuf) -> anyhow::Result<Vec<Headline>> {
+    tokio::task::spawn_blocking(move || ocr::run(threads, repeat, &python)).await?
+}
+
+async fn vlm_bench(
+    model: std::path::PathBuf,
+    python: std::path::PathBuf,
+    threads: usize,
+    repeat: usize,
+    batch: Vec<usize>,
+) -> anyhow::Result<Vec<Headline>> {
+    let model = docfleet_tests::repo_root().join(model);
+    tokio::task::spawn_blocking(move || vlm::run(&model, &python, threads, repeat, &batch)).await?
+}
+
+/// `docfleet-bench all`: each comparison with its defaults, one after the other, then the summary.
+async fn all(plumbing_jobs: usize, fleet_docs: usize, fleet_concurrency: usize, downloader_runs: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!("{}", summary::machine());
+    let mut sections: Vec<Vec<anyhow::Result<Headline>>> = Vec::new();
+    let mut record = |name: &'static str, r: anyhow::Result<Vec<Headline>>| {
+        match r {
+            Ok(h) => sections.push(h.into_iter().map(Ok).collect()),
+            Err(e) => {
+                eprintln!("{name}: skipped: {e:#}");
+                sections.push(vec![Err(e.context(name))]);
+            }
+        }
+    };
+    println!("\n## fleet");
+    record("fleet", fleet::run(fleet_docs, fleet_concurrency).await);
+    println!("\n## ocr");
+    record("ocr", ocr_bench(2, 3, vlm::expand("~/.cache/docfleet/ocr-venv/bin/python")).await);
+    println!("\n## plumbing");
+    record("plumbing", plumbing(plumbing_jobs, 8).await);
+    println!("\n## downloader");
+    record(
+        "downloader",
+        tokio::task::spawn_blocking(move || downloader::run(downloader_runs, 200, 200, 8, None)).await?,
+    );
+    println!("\n## vlm");
+    record(
+        "vlm",
+        vlm_bench(
+            "tests/fixtures/vlm/tiny-ved/merged".into(),
+            vlm::expand("~/.cache/docfleet/vlm-venv/bin/python"),
+            2,
+            5,
+            vec![1, 4, 8],
+        )
+        .await,
+    );
+    println!("\n## summary ({:.0} s in all)\n", started.elapsed().as_secs_f64());
+    summary::print(&sections);
+    Ok(())
 }
 
 /// Upload `n` copies of a small document and return their keys (not timed).
@@ -266,7 +340,7 @@ async fn raw_loop(fx: &Fixture, concurrency: usize) -> anyhow::Result<u64> {
     Ok(counts.into_iter().sum())
 }
 
-async fn plumbing(jobs: usize, concurrency: usize) -> anyhow::Result<()> {
+async fn plumbing(jobs: usize, concurrency: usize) -> anyhow::Result<Vec<Headline>> {
     let doc = std::fs::read(repo_root().join("samples/receipt.webp"))?;
     let fleet = Fixture::new("bench-fleet", 5, 120).await;
     let raw = Fixture::new("bench-raw", 5, 120).await;
@@ -306,5 +380,10 @@ async fn plumbing(jobs: usize, concurrency: usize) -> anyhow::Result<()> {
     println!("  docfleet-worker (inspect): {fleet_secs:.2} s  {fleet_rate:.1} msgs/s");
     println!("  raw aws-sdk loop:          {raw_secs:.2} s  {raw_rate:.1} msgs/s");
     println!("  ratio docfleet / raw: {:.3}", fleet_rate / raw_rate);
-    Ok(())
+    Ok(vec![Headline::ratio(
+        "plumbing: inspect msgs/s vs raw aws-sdk loop",
+        format!("{fleet_rate:.1} vs {raw_rate:.1} msgs/s, {jobs} jobs, concurrency {concurrency}"),
+        fleet_rate / raw_rate,
+        Goal::AtLeast(0.9),
+    )])
 }

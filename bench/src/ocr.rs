@@ -19,6 +19,8 @@ use docfleet_core::config::Limits;
 use docfleet_worker::pipeline::ocr::{OcrEngine, Timings};
 use serde_json::{Value, json};
 
+use crate::summary::{Goal, Headline};
+
 /// Full pages of the OCR fixtures used as they are (raster).
 const RASTER_PAGES: &[&str] = &["page_paragraph.png", "page_two_column.png", "page_rot180.png", "page_rot90cw.png"];
 
@@ -98,7 +100,7 @@ fn measure(mut cmd: Command) -> anyhow::Result<Side> {
 }
 
 /// `docfleet-bench ocr`.
-pub fn run(threads: usize, repeat: usize, python: &Path) -> anyhow::Result<()> {
+pub fn run(threads: usize, repeat: usize, python: &Path) -> anyhow::Result<Vec<Headline>> {
     let dir = tempfile::tempdir()?;
     let pages = prepare_pages(dir.path())?;
     let machine = std::fs::read_to_string("/proc/cpuinfo")
@@ -168,7 +170,27 @@ pub fn run(threads: usize, repeat: usize, python: &Path) -> anyhow::Result<()> {
         "{}",
         json!({"rust": rust.report, "python": py.report, "rust_cold_start_s": rust.cold_start.as_secs_f64(), "python_cold_start_s": py.cold_start.as_secs_f64()})
     );
-    Ok(())
+    let same = format!("{} pages × {repeat}, {threads} threads each", pages.len());
+    Ok(vec![
+        Headline::ratio(
+            "ocr: Rust pages/s vs rapidocr-onnxruntime",
+            format!("{r_pps:.2} vs {p_pps:.2} pages/s, {same}"),
+            r_pps / p_pps,
+            Goal::AtLeast(1.5),
+        ),
+        Headline::ratio(
+            "ocr: Rust peak RSS vs rapidocr-onnxruntime",
+            format!("{r_rss:.0} vs {p_rss:.0} MiB"),
+            r_rss / p_rss,
+            Goal::AtMost(0.5),
+        ),
+        Headline::seconds(
+            "ocr: Rust cold start to first page",
+            format!("Python: {:.2} s", py.cold_start.as_secs_f64()),
+            rust.cold_start.as_secs_f64(),
+            Some(Goal::AtMost(2.0)),
+        ),
+    ])
 }
 
 /// The Rust side, in its own process: load the engine from the model cache (as the worker does),

@@ -18,6 +18,8 @@ use docfleet_worker::pipeline::vlm::VlmEngine;
 use docfleet_worker::pipeline::vlm::generate::Times;
 use serde_json::Value;
 
+use crate::summary::{Goal, Headline};
+
 /// Fixture images (the generation set, then the preprocessing set), as the pipeline reads them.
 const IMAGES: &[&str] = &[
     "images/receipt.png",
@@ -70,7 +72,13 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<()> {
 }
 
 /// `docfleet-bench vlm`.
-pub fn run(model: &Path, python: &Path, threads: usize, repeat: usize, batches: &[usize]) -> anyhow::Result<()> {
+pub fn run(
+    model: &Path,
+    python: &Path,
+    threads: usize,
+    repeat: usize,
+    batches: &[usize],
+) -> anyhow::Result<Vec<Headline>> {
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -213,7 +221,26 @@ pub fn run(model: &Path, python: &Path, threads: usize, repeat: usize, batches: 
             if r.ids == p.ids { "yes" } else { "NO" }
         );
     }
-    Ok(())
+    let model_name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut headlines = Vec::new();
+    for ((batch, r), p) in batches.iter().zip(&rust).zip(&python_figs) {
+        anyhow::ensure!(r.ids == p.ids, "batch {batch}: Rust and Python generated different token ids");
+        headlines.push(Headline {
+            comparison: format!("vlm: Rust tokens/s vs transformers generate, batch {batch}"),
+            detail: format!("{:.0} vs {:.0} tokens/s ({model_name}), same token ids", r.tokens_per_s(), p.tokens_per_s()),
+            value: r.tokens_per_s() / p.tokens_per_s(),
+            unit: "×",
+            goal: None,
+        });
+        headlines.push(Headline {
+            comparison: format!("vlm: time outside session.run, batch {batch}"),
+            detail: format!("Python: {:.1} %", p.outside_pct()),
+            value: r.outside_pct(),
+            unit: " %",
+            goal: Some(Goal::AtMost(5.0)),
+        });
+    }
+    Ok(headlines)
 }
 
 /// `~` expanded against `$HOME`.
