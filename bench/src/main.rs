@@ -16,9 +16,9 @@ use summary::{Goal, Headline};
 
 mod downloader;
 mod fleet;
-mod summary;
 mod ocr;
 mod scaler;
+mod summary;
 mod vlm;
 mod worker;
 
@@ -201,17 +201,20 @@ async fn vlm_bench(
 }
 
 /// `docfleet-bench all`: each comparison with its defaults, one after the other, then the summary.
-async fn all(plumbing_jobs: usize, fleet_docs: usize, fleet_concurrency: usize, downloader_runs: usize) -> anyhow::Result<()> {
+async fn all(
+    plumbing_jobs: usize,
+    fleet_docs: usize,
+    fleet_concurrency: usize,
+    downloader_runs: usize,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("{}", summary::machine());
     let mut sections: Vec<Vec<anyhow::Result<Headline>>> = Vec::new();
-    let mut record = |name: &'static str, r: anyhow::Result<Vec<Headline>>| {
-        match r {
-            Ok(h) => sections.push(h.into_iter().map(Ok).collect()),
-            Err(e) => {
-                eprintln!("{name}: skipped: {e:#}");
-                sections.push(vec![Err(e.context(name))]);
-            }
+    let mut record = |name: &'static str, r: anyhow::Result<Vec<Headline>>| match r {
+        Ok(h) => sections.push(h.into_iter().map(Ok).collect()),
+        Err(e) => {
+            eprintln!("{name}: skipped: {e:#}");
+            sections.push(vec![Err(e.context(name))]);
         }
     };
     println!("\n## fleet");

@@ -227,7 +227,11 @@ pub fn run(
         anyhow::ensure!(r.ids == p.ids, "batch {batch}: Rust and Python generated different token ids");
         headlines.push(Headline {
             comparison: format!("vlm: Rust tokens/s vs transformers generate, batch {batch}"),
-            detail: format!("{:.0} vs {:.0} tokens/s ({model_name}), same token ids", r.tokens_per_s(), p.tokens_per_s()),
+            detail: format!(
+                "{:.0} vs {:.0} tokens/s ({model_name}), same token ids",
+                r.tokens_per_s(),
+                p.tokens_per_s()
+            ),
             value: r.tokens_per_s() / p.tokens_per_s(),
             unit: "×",
             goal: None,

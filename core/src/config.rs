@@ -684,6 +684,13 @@ pub struct VlmSettings {
     pub prompt: String,
     /// Resolution at which PDF pages are rasterised, in dots per inch (18–600).
     pub pdf_dpi: f32,
+    /// Generate pages from different jobs in flight together: pages with the same prompt and
+    /// token limit (every page has the processor's size) share one generation batch of up to
+    /// `batch_size`, one batch at a time. Off: each job generates its own pages, jobs side by
+    /// side. Unset: on with a GPU execution provider, off on CPU.
+    pub batch_across_jobs: Option<bool>,
+    /// How long a batch with room waits for more pages to merge, in milliseconds (0–1000).
+    pub batch_max_wait_ms: u64,
 }
 
 /// Which decoder files of an optimum export the `vlm` pipeline loads.
@@ -704,6 +711,8 @@ impl Default for VlmSettings {
             max_new_tokens_limit: 4096,
             prompt: String::new(),
             pdf_dpi: 150.0,
+            batch_across_jobs: None,
+            batch_max_wait_ms: 0,
         }
     }
 }
@@ -1067,6 +1076,9 @@ fn validate(s: &Settings, origins: &BTreeMap<String, String>) -> Result<()> {
     let v = &s.vlm;
     if !(1..=64).contains(&v.batch_size) {
         return fail("vlm.batch_size", format!("must be 1–64, got {}", v.batch_size));
+    }
+    if v.batch_max_wait_ms > 1000 {
+        return fail("vlm.batch_max_wait_ms", format!("must be 0–1000, got {}", v.batch_max_wait_ms));
     }
     if v.max_new_tokens_limit == 0 {
         return fail("vlm.max_new_tokens_limit", "must be at least 1".into());

@@ -549,7 +549,11 @@ impl Worker {
             "completed_at_ms": now_ms(),
         });
         self.put_json(&key, &record).await?;
-        metrics.stage(&job.pipeline, "store", (started.elapsed() - fetched - decoded - waited - processed).as_secs_f64());
+        metrics.stage(
+            &job.pipeline,
+            "store",
+            (started.elapsed() - fetched - decoded - waited - processed).as_secs_f64(),
+        );
         Ok(Some(key))
     }
 

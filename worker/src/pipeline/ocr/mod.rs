@@ -450,10 +450,11 @@ impl Pipeline for Ocr {
     async fn process(&self, doc: &Document, _params: &Map<String, Value>) -> Result<PipelineOutput> {
         let (bytes, pages) = (doc.bytes.clone(), doc.pages.clone());
         let engine = self.engine.clone();
-        let (result, text) =
-            tokio::task::spawn_blocking(move || engine.read_rasterized(&bytes, pages.as_deref()).map(|(r, t, _)| (r, t)))
-            .await
-            .map_err(|e| Error::InvalidInput(format!("OCR crashed on this document: {e}")))??;
+        let (result, text) = tokio::task::spawn_blocking(move || {
+            engine.read_rasterized(&bytes, pages.as_deref()).map(|(r, t, _)| (r, t))
+        })
+        .await
+        .map_err(|e| Error::InvalidInput(format!("OCR crashed on this document: {e}")))??;
         Ok(PipelineOutput { result, text: Some(text) })
     }
 }

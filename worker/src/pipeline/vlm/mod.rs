@@ -5,6 +5,7 @@
 //! and the generated ids become text through the model's own tokenizer ([`tokenizer`]). The
 //! result lists per page the text, the ids, why generation stopped and where the time went.
 
+pub mod batching;
 pub mod config;
 pub mod generate;
 pub mod preprocess;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use docfleet_core::config::{Limits, VlmDecoderLayout, VlmSettings};
+use docfleet_core::config::{ExecutionProvider, Limits, VlmDecoderLayout, VlmSettings};
 use docfleet_core::models::{self, Snapshot};
 use docfleet_core::{Error, Result, Settings};
 use image::RgbImage;
@@ -53,6 +54,8 @@ pub struct VlmEngine {
     snapshot: Snapshot,
     /// Folder of the ONNX files inside the snapshot (`""` or `onnx/`).
     onnx_dir: String,
+    /// Pages of all jobs in flight, generated together (`vlm.batch_across_jobs`).
+    across_jobs: Option<batching::GenerationQueue>,
 }
 
 /// One page's generation.
@@ -134,6 +137,11 @@ impl VlmEngine {
             tracing::warn!(model = %snapshot.id(), "no eos_token_id: every page runs to the token limit");
         }
         let rules = Rules::from_config(&generation);
+        let v = &settings.vlm;
+        let across_jobs = v
+            .batch_across_jobs
+            .unwrap_or(runtime.provider() != ExecutionProvider::Cpu)
+            .then(|| batching::GenerationQueue::new(v.batch_size, Duration::from_millis(v.batch_max_wait_ms)));
         tracing::info!(
             model = %snapshot.id(), layout = layout.name(), encoder = %model.encoder_type, decoder = %model.decoder_type,
             size = format!("{}x{}", processor.width, processor.height), "vlm model loaded"
@@ -150,6 +158,7 @@ impl VlmEngine {
             limits: settings.limits.clone(),
             snapshot,
             onnx_dir: onnx_dir.to_owned(),
+            across_jobs,
         })
     }
 
@@ -209,8 +218,75 @@ impl VlmEngine {
         preprocess::pixel_values(img, &self.processor)
     }
 
-    /// Generate for pages, `vlm.batch_size` at a time.
+    /// Generate for pages, `vlm.batch_size` at a time: this job's pages alone, or with other
+    /// jobs' pages when `vlm.batch_across_jobs` is on.
     pub fn read_pages(&self, pages: &[&RgbImage], prompt: &[i64], max_new_tokens: usize) -> Result<Vec<PageText>> {
+        let Some(queue) = &self.across_jobs else {
+            return self.read_pages_alone(pages, prompt, max_new_tokens);
+        };
+        let mut pixels = Vec::with_capacity(pages.len());
+        let mut prep = Vec::with_capacity(pages.len());
+        for (i, img) in pages.iter().enumerate() {
+            let t = Instant::now();
+            pixels.push(self.page_pixels(img, i)?);
+            prep.push(t.elapsed());
+        }
+        let key = batching::Key { prompt: prompt.to_vec(), max_new_tokens };
+        let run = |px: &[f32], n: usize, key: &batching::Key| self.generate(px, n, &key.prompt, key.max_new_tokens);
+        let rows = queue.generate(&key, pixels, &run);
+        // Batches numbered in the order this job's pages met them.
+        let mut seen: Vec<u64> = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, (row, preprocess)) in rows.into_iter().zip(prep).enumerate() {
+            let row = row.map_err(|e| match e {
+                Error::Model(m) => Error::Model(format!("page {}: {m}", i + 1)),
+                other => other,
+            })?;
+            let batch = seen.iter().position(|&b| b == row.batch_id).unwrap_or_else(|| {
+                seen.push(row.batch_id);
+                seen.len() - 1
+            });
+            out.push(self.page_text(row.generated, prompt, preprocess, batch, row.batch_size, row.times)?);
+        }
+        Ok(out)
+    }
+
+    /// How many generation batches ran across jobs, and how many of them merged pages.
+    pub fn batch_stats(&self) -> Option<(u64, u64)> {
+        self.across_jobs.as_ref().map(batching::GenerationQueue::stats)
+    }
+
+    fn page_pixels(&self, img: &RgbImage, index: usize) -> Result<Vec<f32>> {
+        preprocess::pixel_values(img, &self.processor).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::InvalidInput(format!("page {}: {m}", index + 1)),
+            other => other,
+        })
+    }
+
+    fn page_text(
+        &self,
+        generated: Generated,
+        prompt: &[i64],
+        preprocess: Duration,
+        batch: usize,
+        batch_size: usize,
+        times: Times,
+    ) -> Result<PageText> {
+        let mut sequence = prompt.to_vec();
+        sequence.extend_from_slice(&generated.ids);
+        Ok(PageText {
+            text: self.tokenizer.decode(&sequence)?,
+            generated_text: self.tokenizer.decode(&generated.ids)?,
+            raw_text: self.tokenizer.decode_with_special(&sequence)?,
+            generated,
+            preprocess,
+            batch,
+            batch_size,
+            times,
+        })
+    }
+
+    fn read_pages_alone(&self, pages: &[&RgbImage], prompt: &[i64], max_new_tokens: usize) -> Result<Vec<PageText>> {
         let mut out = Vec::with_capacity(pages.len());
         for (b, chunk) in pages.chunks(self.settings.batch_size).enumerate() {
             let first_page = b * self.settings.batch_size;
@@ -219,27 +295,12 @@ impl VlmEngine {
             let mut prep = Vec::with_capacity(chunk.len());
             for (i, img) in chunk.iter().enumerate() {
                 let t = Instant::now();
-                let values = preprocess::pixel_values(img, &self.processor).map_err(|e| match e {
-                    Error::InvalidInput(m) => Error::InvalidInput(format!("page {}: {m}", first_page + i + 1)),
-                    other => other,
-                })?;
-                pixels.extend_from_slice(&values);
+                pixels.extend_from_slice(&self.page_pixels(img, first_page + i)?);
                 prep.push(t.elapsed());
             }
             let (generated, times) = self.generate(&pixels, chunk.len(), prompt, max_new_tokens)?;
             for (g, preprocess) in generated.into_iter().zip(prep) {
-                let mut sequence = prompt.to_vec();
-                sequence.extend_from_slice(&g.ids);
-                out.push(PageText {
-                    text: self.tokenizer.decode(&sequence)?,
-                    generated_text: self.tokenizer.decode(&g.ids)?,
-                    raw_text: self.tokenizer.decode_with_special(&sequence)?,
-                    generated: g,
-                    preprocess,
-                    batch: b,
-                    batch_size: chunk.len(),
-                    times,
-                });
+                out.push(self.page_text(g, prompt, preprocess, b, chunk.len(), times)?);
             }
         }
         Ok(out)
@@ -360,6 +421,7 @@ impl VlmEngine {
                 "strategy": "greedy",
                 "max_new_tokens": limit,
                 "batch_size": self.settings.batch_size,
+                "batch_across_jobs": self.across_jobs.is_some(),
                 "eos_token_ids": self.generation.eos_token_ids,
                 "no_repeat_ngram_size": self.generation.no_repeat_ngram_size,
                 "repetition_penalty": self.generation.repetition_penalty,
@@ -443,8 +505,8 @@ impl Pipeline for Vlm {
         let engine = self.engine.clone();
         let (result, text) =
             tokio::task::spawn_blocking(move || engine.read_rasterized(&bytes, pages.as_deref(), &params))
-            .await
-            .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
+                .await
+                .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
         Ok(PipelineOutput { result, text: Some(text) })
     }
 }

@@ -410,3 +410,37 @@ async fn the_pipeline_runs_a_document() {
     assert_eq!(out.result["pages"][0]["token_ids"], want["generated_ids"]);
     assert_eq!(out.text.unwrap(), format!("{}\n", want["text"].as_str().unwrap()));
 }
+
+/// `vlm.batch_across_jobs`: eight one-page documents read at once from eight threads share
+/// generation batches (batch size 4) and each still gets exactly the tokens it gets alone.
+#[test]
+fn pages_of_different_jobs_generate_together_with_the_same_tokens() {
+    let r = reference();
+    let order: Vec<&str> = r["pixel_values"]["order"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut settings = settings_for(&fixtures().join("tiny-ved/merged"), VlmDecoderLayout::Merged);
+    settings.vlm.batch_across_jobs = Some(true);
+    settings.vlm.batch_max_wait_ms = 200;
+    let engine =
+        Vlm::load(&settings).map(|v| v.engine).unwrap_or_else(|e| panic!("needs `scripts/setup/onnxruntime.sh`: {e}"));
+    let start = Arc::new(std::sync::Barrier::new(order.len()));
+    let handles: Vec<_> = order
+        .iter()
+        .zip(r["references"]["single"]["default/none"].as_array().unwrap())
+        .map(|(name, want)| {
+            let (engine, start) = (engine.clone(), start.clone());
+            let bytes = std::fs::read(fixtures().join(format!("images/{name}.png"))).unwrap();
+            let (name, want) = (name.to_string(), ids(&want["generated_ids"]));
+            std::thread::spawn(move || {
+                start.wait();
+                let (out, _) = engine.read_document(&bytes, &Map::new()).unwrap();
+                assert_eq!(ids(&out["pages"][0]["token_ids"]), want, "{name}");
+                assert_eq!(out["generation"]["batch_across_jobs"], true);
+                out["pages"][0]["batch"]["size"].as_u64().unwrap()
+            })
+        })
+        .collect();
+    let sizes: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let (batches, merged) = engine.batch_stats().unwrap();
+    assert!(sizes.iter().all(|&n| (1..=4).contains(&n)), "{sizes:?}");
+    assert!(merged > 0 && batches < 8, "{batches} batches, {merged} merged: {sizes:?}");
+}
