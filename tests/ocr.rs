@@ -355,7 +355,8 @@ async fn ocr_job_through_sqs_and_s3() {
 /// Pages are rasterised before a job's slot (`worker.decode_ahead`) when their pixels fit in the
 /// prefetch budget, and the pipeline then decodes nothing itself (`output.timings_ms.decode` is
 /// 0); when they do not fit (a 1 MiB budget against three A4 pages of ~6.5 MB each) the pipeline
-/// decodes them in its slot. The text is the same either way; a corrupt document fails the same.
+/// decodes them in its slot, as with `worker.decode_ahead = 0`. The text is the same either way; a
+/// corrupt document fails the same.
 #[test]
 fn pages_are_decoded_ahead_of_the_slot_within_the_prefetch_budget() {
     let tmp = tempfile::tempdir().unwrap();
@@ -364,12 +365,12 @@ fn pages_are_decoded_ahead_of_the_slot_within_the_prefetch_budget() {
     for name in ["doc_three_pages.pdf", "page_two_column.png", "bad_truncated.png"] {
         std::fs::copy(fixtures().join(name), docs.join(name)).unwrap();
     }
-    let read = |budget: Option<&str>, out: &str| {
+    let read = |setting: Option<(&str, &str)>, out: &str| {
         let out_dir = tmp.path().join(out);
         let mut cmd = docfleet(tmp.path(), "docfleet");
         cmd.env("DOCFLEET__WORKER__CONCURRENCY", "1");
-        if let Some(b) = budget {
-            cmd.env("DOCFLEET__WORKER__MAX_PREFETCH_BYTES", b);
+        if let Some((key, value)) = setting {
+            cmd.env(key, value);
         }
         let stdout = run_ocr(cmd.args(["run", "--pipeline", "ocr", "docs", "--out"]).arg(&out_dir));
         assert!(stdout.contains("| 3         | 2       | 1      | 0 "), "two results, one error:\n{stdout}");
@@ -383,11 +384,14 @@ fn pages_are_decoded_ahead_of_the_slot_within_the_prefetch_budget() {
         assert_eq!(r["output"]["timings_ms"]["decode"], 0.0, "decoded ahead, not in the pipeline: {r}");
         assert!(r["timings_ms"]["decode_ahead"].as_f64().unwrap() > 0.0, "{r}");
     }
-    let (tight_error, tight_pdf, tight_png) = read(Some("1048576"), "tight");
+    let (tight_error, tight_pdf, tight_png) = read(Some(("DOCFLEET__WORKER__MAX_PREFETCH_BYTES", "1048576")), "tight");
     // Neither fits in 1 MiB (the 1000×800 page is 2.4 MB of pixels): both decode in their slot.
-    for r in [&tight_pdf, &tight_png] {
+    // With `worker.decode_ahead = 0` nothing is decoded ahead either.
+    let (_, off_pdf, off_png) = read(Some(("DOCFLEET__WORKER__DECODE_AHEAD", "0")), "off");
+    for r in [&tight_pdf, &tight_png, &off_pdf, &off_png] {
         assert!(r["output"]["timings_ms"]["decode"].as_f64().unwrap() > 0.0, "decoded in the slot: {r}");
     }
+    assert_eq!(off_pdf["output"]["text"], ahead_pdf["output"]["text"]);
     assert_eq!(ahead_pdf["output"]["text"], tight_pdf["output"]["text"]);
     assert_eq!(ahead_png["output"]["text"], tight_png["output"]["text"]);
     assert_eq!(ahead_pdf["output"]["page_count"], 3);

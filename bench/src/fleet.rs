@@ -112,7 +112,7 @@ async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> an
         .collect::<Vec<_>>()
         .await;
     crate::send_jobs(&fx, &keys, Some("ocr")).await;
-    let mut cmd = fx.command("docfleet-worker");
+    let mut cmd = crate::worker_command(&fx);
     for var in ["ORT_DYLIB_PATH", "HF_HUB_CACHE", "HOME"] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);

@@ -245,6 +245,20 @@ async fn all(
     Ok(())
 }
 
+/// The fixture's worker command, plus the `DOCFLEET__{WORKER,OCR,VLM,RUNTIME}__*` settings of the
+/// bench's own environment (to compare variants, e.g. `DOCFLEET__WORKER__DECODE_AHEAD=0`); the
+/// bench's own settings (concurrency, batching) win.
+pub(crate) fn worker_command(fx: &Fixture) -> std::process::Command {
+    const PASSED: [&str; 4] = ["DOCFLEET__WORKER__", "DOCFLEET__OCR__", "DOCFLEET__VLM__", "DOCFLEET__RUNTIME__"];
+    let mut cmd = fx.command("docfleet-worker");
+    for (k, v) in std::env::vars_os() {
+        if PASSED.iter().any(|p| k.to_string_lossy().starts_with(p)) {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
 /// Upload `n` copies of a small document and return their keys (not timed).
 pub(crate) async fn seed_inputs(fx: &Fixture, n: usize, doc: &[u8]) -> Vec<String> {
     let keys: Vec<String> = (0..n).map(|i| format!("bench/doc-{i:05}.webp")).collect();
@@ -354,8 +368,7 @@ async fn plumbing(jobs: usize, concurrency: usize) -> anyhow::Result<Vec<Headlin
 
     let started = Instant::now();
     let out = run_with_timeout(
-        fleet
-            .command("docfleet-worker")
+        worker_command(&fleet)
             .env("RUST_LOG", "warn")
             .env("DOCFLEET__WORKER__CONCURRENCY", concurrency.to_string())
             .arg("--exit-when-empty"),

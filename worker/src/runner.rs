@@ -562,6 +562,9 @@ impl Worker {
     /// prefetch budget right now; the budget is never waited for, so a full budget only means the
     /// job decodes in its slot as before.
     async fn decode_ahead(&self, doc: &Document, dpi: f32, gates: &Gates) -> Ahead {
+        if self.inner.settings.worker.decode_ahead == 0 {
+            return Ahead::Skipped;
+        }
         let limits = &self.inner.settings.limits;
         let Some(estimate) = crate::document::raster_bytes_estimate(&doc.bytes, limits, dpi) else {
             return Ahead::Skipped;
