@@ -540,6 +540,11 @@ pub struct RuntimeSettings {
     pub intra_threads: usize,
     /// Threads across independent operators (0: onnxruntime's default).
     pub inter_threads: usize,
+    /// Let idle intra-op threads spin for work between operators (onnxruntime's own default is
+    /// on). Off here: a worker runs several jobs' sessions at once, and spinning threads burn the
+    /// cores the others need (the `ocr` fleet ran at 0.79–0.80 of its models alone with spinning,
+    /// 0.93–0.97 without; BENCHMARKS.md). On can lower the latency of one session alone.
+    pub intra_op_spinning: bool,
     /// `disable`, `basic`, `extended` or `all`.
     pub graph_optimization: GraphOptimization,
     /// CUDA/TensorRT device id.
@@ -554,6 +559,7 @@ impl Default for RuntimeSettings {
             provider_fallback: true,
             intra_threads: 0,
             inter_threads: 0,
+            intra_op_spinning: false,
             graph_optimization: GraphOptimization::All,
             device_id: 0,
         }
@@ -1295,6 +1301,14 @@ mod tests {
     }
 
     #[test]
+    fn onnxruntime_spinning_is_off_unless_asked_for() {
+        let default = load_with_env(&opts("local-dev"), env(&[])).unwrap().settings;
+        assert!(!default.runtime.intra_op_spinning);
+        let on = load_with_env(&opts("k8s"), env(&[("DOCFLEET__RUNTIME__INTRA_OP_SPINNING", "true")])).unwrap().settings;
+        assert!(on.runtime.intra_op_spinning);
+    }
+
+    #[test]
     fn vlm_settings_from_the_environment_and_their_limits() {
         let loaded = load_with_env(
             &opts("local-dev"),
@@ -1303,10 +1317,14 @@ mod tests {
                 ("DOCFLEET__MODELS__VLM__FILES", "extra.json,onnx/encoder_model.onnx"),
                 ("DOCFLEET__VLM__DECODER", "split"),
                 ("DOCFLEET__VLM__BATCH_SIZE", "8"),
+                ("DOCFLEET__VLM__BATCH_ACROSS_JOBS", "true"),
+                ("DOCFLEET__VLM__BATCH_MAX_WAIT_MS", "5"),
             ]),
         )
         .unwrap()
         .settings;
+        assert_eq!((loaded.vlm.batch_across_jobs, loaded.vlm.batch_max_wait_ms), (Some(true), 5));
+        assert_eq!(Settings::default().vlm.batch_across_jobs, None, "unset: decided by the execution provider");
         assert_eq!(loaded.models.vlm.dir.as_deref(), Some(std::path::Path::new("/models/donut")));
         assert_eq!(loaded.models.vlm.files, vec!["extra.json", "onnx/encoder_model.onnx"]);
         assert_eq!((loaded.vlm.decoder, loaded.vlm.batch_size), (VlmDecoderLayout::Split, 8));
@@ -1314,6 +1332,8 @@ mod tests {
             (&[("DOCFLEET__VLM__BATCH_SIZE", "0")][..], "`vlm.batch_size`"),
             (&[("DOCFLEET__VLM__MAX_NEW_TOKENS", "5000")][..], "`vlm.max_new_tokens`"),
             (&[("DOCFLEET__VLM__PDF_DPI", "5")][..], "`vlm.pdf_dpi`"),
+            (&[("DOCFLEET__VLM__BATCH_MAX_WAIT_MS", "5000")][..], "`vlm.batch_max_wait_ms`"),
+            (&[("DOCFLEET__WORKER__DECODE_AHEAD", "65")][..], "`worker.decode_ahead`"),
         ] {
             let err = load_with_env(&opts("local-dev"), env(vars)).unwrap_err().to_string();
             assert!(err.contains(needle) && err.contains("the environment"), "{vars:?}: {err}");

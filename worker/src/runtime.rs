@@ -180,6 +180,7 @@ impl Runtime {
         if intra_threads > 0 {
             b = b.with_intra_threads(intra_threads)?;
         }
+        b = b.with_intra_op_spinning(rt.intra_op_spinning)?;
         if rt.inter_threads > 0 {
             b = b.with_inter_threads(rt.inter_threads)?.with_parallel_execution(true)?;
         }
