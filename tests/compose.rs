@@ -266,13 +266,7 @@ async fn compose_services_run_natively_end_to_end() {
             tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(fx.output_keys("results/")));
         (keys.len() >= n).then_some(())
     });
-    let keys = fx.output_keys("results/").await;
-    assert_eq!(keys.len(), n, "one result per document: {keys:?}");
-    for file in &files {
-        let name = file.file_name().unwrap().to_string_lossy();
-        let key = format!("results/inspect/{}/documents/batch/{name}.json", fx.input_bucket);
-        assert!(keys.contains(&key), "missing {key}");
-    }
+    fx.one_inspect_result_per_file(&files).await;
     assert_eq!(fx.depth(&fx.dlq_url).await.0, 0, "nothing dead-lettered");
     let processed: f64 = worker_ports
         .iter()

@@ -28,14 +28,17 @@ fn run_processes_the_bundled_samples_without_services() {
     let tmp = tempfile::tempdir().unwrap();
     let samples = repo_root().join("samples");
     let out_dir = tmp.path().join("out");
-    let stdout = ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet")
-            .args(["run", "--pipeline", "inspect"])
-            .arg(&samples)
-            .arg("--out")
-            .arg(&out_dir),
-        LIMIT,
-    ));
+    let run = || {
+        ok(run_with_timeout(
+            docfleet(tmp.path(), "docfleet")
+                .args(["run", "--pipeline", "inspect"])
+                .arg(&samples)
+                .arg("--out")
+                .arg(&out_dir),
+            LIMIT,
+        ))
+    };
+    let stdout = run();
     assert!(stdout.contains("| 5         | 5       | 0      | 0"), "summary table:\n{stdout}");
 
     let expect = [
@@ -56,14 +59,7 @@ fn run_processes_the_bundled_samples_without_services() {
     }
 
     // A second run overwrites the same deterministic keys: still one result per document.
-    ok(run_with_timeout(
-        docfleet(tmp.path(), "docfleet")
-            .args(["run", "--pipeline", "inspect"])
-            .arg(&samples)
-            .arg("--out")
-            .arg(&out_dir),
-        LIMIT,
-    ));
+    run();
     let status: Value =
         serde_json::from_str(&ok(run_with_timeout(docfleet(tmp.path(), "docfleet").args(["status", "--json"]), LIMIT)))
             .unwrap();

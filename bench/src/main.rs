@@ -169,10 +169,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Plumbing { jobs, concurrency } => plumbing(jobs, concurrency).await?,
         Command::Worker { jobs, concurrency } => return worker::run(jobs, &concurrency).await,
         Command::Fleet { docs, concurrency } => fleet::run(docs, concurrency).await?,
-        Command::Ocr { threads, repeat, python } => ocr_bench(threads, repeat, vlm::expand(&python)).await?,
+        Command::Ocr { threads, repeat, python } => ocr_bench(threads, repeat, expand_home(&python)).await?,
         Command::OcrChild { threads, repeat, pages } => return ocr::child(threads, repeat, &pages),
         Command::Vlm { model, threads, repeat, batch, python } => {
-            vlm_bench(vlm::expand(&model), vlm::expand(&python), threads, repeat, batch).await?
+            vlm_bench(expand_home(&model), expand_home(&python), threads, repeat, batch).await?
         }
         Command::Downloader { runs, large_mb, small_files, workers, python } => {
             tokio::task::spawn_blocking(move || downloader::run(runs, large_mb, small_files, workers, python)).await??
@@ -200,6 +200,12 @@ async fn vlm_bench(
     tokio::task::spawn_blocking(move || vlm::run(&model, &python, threads, repeat, &batch)).await?
 }
 
+/// `~` expanded against `$HOME`.
+fn expand_home(path: &str) -> std::path::PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    std::path::PathBuf::from(path.replacen('~', &home, 1))
+}
+
 /// `docfleet-bench all`: each comparison with its defaults, one after the other, then the summary.
 async fn all(
     plumbing_jobs: usize,
@@ -220,7 +226,7 @@ async fn all(
     println!("\n## fleet");
     record("fleet", fleet::run(fleet_docs, fleet_concurrency).await);
     println!("\n## ocr");
-    record("ocr", ocr_bench(2, 3, vlm::expand("~/.cache/docfleet/ocr-venv/bin/python")).await);
+    record("ocr", ocr_bench(2, 3, expand_home("~/.cache/docfleet/ocr-venv/bin/python")).await);
     println!("\n## plumbing");
     record("plumbing", plumbing(plumbing_jobs, 8).await);
     println!("\n## downloader");
@@ -233,7 +239,7 @@ async fn all(
         "vlm",
         vlm_bench(
             "tests/fixtures/vlm/tiny-ved/merged".into(),
-            vlm::expand("~/.cache/docfleet/vlm-venv/bin/python"),
+            expand_home("~/.cache/docfleet/vlm-venv/bin/python"),
             2,
             5,
             vec![1, 4, 8],

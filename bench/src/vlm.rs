@@ -8,7 +8,7 @@
 //! time outside `session.run` (Rust: the whole loop minus the encoder and decoder runs; Python:
 //! wall minus the time inside `InferenceSession.run`). Both sides' ids are compared.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
@@ -245,10 +245,4 @@ pub fn run(
         });
     }
     Ok(headlines)
-}
-
-/// `~` expanded against `$HOME`.
-pub fn expand(path: &str) -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_default();
-    PathBuf::from(path.replacen('~', &home, 1))
 }

@@ -1304,7 +1304,8 @@ mod tests {
     fn onnxruntime_spinning_is_off_unless_asked_for() {
         let default = load_with_env(&opts("local-dev"), env(&[])).unwrap().settings;
         assert!(!default.runtime.intra_op_spinning);
-        let on = load_with_env(&opts("k8s"), env(&[("DOCFLEET__RUNTIME__INTRA_OP_SPINNING", "true")])).unwrap().settings;
+        let on =
+            load_with_env(&opts("k8s"), env(&[("DOCFLEET__RUNTIME__INTRA_OP_SPINNING", "true")])).unwrap().settings;
         assert!(on.runtime.intra_op_spinning);
     }
 

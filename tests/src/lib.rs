@@ -293,6 +293,23 @@ impl Fixture {
         keys
     }
 
+    /// The `inspect` result keys of documents enqueued from `files` under `documents/batch/`
+    /// (as the CLI's `enqueue` names them), one per file in its order; asserts there is exactly one
+    /// result per file and no other.
+    pub async fn one_inspect_result_per_file(&self, files: &[PathBuf]) -> Vec<String> {
+        let keys = self.output_keys("results/").await;
+        assert_eq!(keys.len(), files.len(), "one result per document: {keys:?}");
+        files
+            .iter()
+            .map(|file| {
+                let name = file.file_name().unwrap().to_string_lossy();
+                let key = format!("results/inspect/{}/documents/batch/{name}.json", self.input_bucket);
+                assert!(keys.contains(&key), "missing {key}");
+                key
+            })
+            .collect()
+    }
+
     /// An output object parsed as JSON.
     pub async fn output_json(&self, key: &str) -> serde_json::Value {
         let obj = self.s3.get_object().bucket(&self.output_bucket).key(key).send().await.unwrap();

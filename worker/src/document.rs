@@ -231,6 +231,25 @@ pub fn raster_bytes_estimate(bytes: &[u8], limits: &Limits, pdf_dpi: f32) -> Opt
     }
 }
 
+/// The document's pages: `given` (rasterised ahead of the job's slot, see
+/// [`crate::pipeline::Document::pages`]) or rasterised now, with the time rasterising took here
+/// (zero when given).
+pub fn given_or_rasterize<'a>(
+    given: Option<&'a Rasterized>,
+    bytes: &[u8],
+    limits: &Limits,
+    pdf_dpi: f32,
+) -> Result<(std::borrow::Cow<'a, Rasterized>, std::time::Duration)> {
+    match given {
+        Some(pages) => Ok((std::borrow::Cow::Borrowed(pages), std::time::Duration::ZERO)),
+        None => {
+            let started = std::time::Instant::now();
+            let pages = rasterize(bytes, limits, pdf_dpi)?;
+            Ok((std::borrow::Cow::Owned(pages), started.elapsed()))
+        }
+    }
+}
+
 /// Decode every page of a document to RGB pixels: raster formats as stored (alpha composited on
 /// white, grey replicated), PDF pages rendered at `pdf_dpi`. Corrupt, encrypted or unsupported
 /// documents are [`Error::InvalidInput`], documents over `limits` [`Error::LimitExceeded`]; the

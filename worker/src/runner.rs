@@ -586,7 +586,8 @@ impl Worker {
             Err(e) => return Ahead::Failed(Error::InvalidInput(format!("decoding crashed on this document: {e}"))),
         };
         // Settle the estimate against what was allocated.
-        let actual = kib(crate::document::raster_bytes(&pages.1));
+        let raster_bytes = crate::document::raster_bytes(&pages.1);
+        let actual = kib(raster_bytes);
         let reserved = kib(estimate);
         if actual > reserved {
             match gates.prefetch.clone().try_acquire_many_owned(actual - reserved) {
@@ -596,7 +597,7 @@ impl Worker {
         } else if actual < reserved {
             drop(budget.split((reserved - actual) as usize));
         }
-        let held = Held::new(&self.inner.metrics.prefetch_bytes, crate::document::raster_bytes(&pages.1) as usize);
+        let held = Held::new(&self.inner.metrics.prefetch_bytes, raster_bytes as usize);
         Ahead::Decoded(pages, (budget, held))
     }
 

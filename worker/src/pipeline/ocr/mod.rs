@@ -29,7 +29,7 @@ use self::geometry::{Quad, bounds, quad_size, rotate_corners, to_upright};
 use self::rec::Dictionary;
 use super::{Document, Pipeline, PipelineOutput};
 use crate::batch::BatchPolicy;
-use crate::document::{Rasterized, rasterize};
+use crate::document::{Rasterized, given_or_rasterize};
 use crate::runtime::{Model, Runtime, SETUP_HINT};
 
 /// Lines sampled for the page-orientation vote (the longest ones).
@@ -221,15 +221,8 @@ impl OcrEngine {
     /// Read a document, rasterised already (`pages`, at [`Self::pdf_dpi`]) or not.
     pub fn read_rasterized(&self, bytes: &[u8], pages: Option<&Rasterized>) -> Result<(Value, String, Timings)> {
         let started = Instant::now();
-        let decoded;
-        let (format, pages, decode) = match pages {
-            // Decoded before the job's slot: no decoding here.
-            Some((format, pages)) => (*format, pages.as_slice(), Duration::ZERO),
-            None => {
-                decoded = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
-                (decoded.0, decoded.1.as_slice(), started.elapsed())
-            }
-        };
+        let (raster, decode) = given_or_rasterize(pages, bytes, &self.limits, self.settings.pdf_dpi)?;
+        let (format, pages) = (raster.0, raster.1.as_slice());
         let mut total = Timings { decode, ..Timings::default() };
         let mut page_values = Vec::with_capacity(pages.len());
         let mut texts = Vec::with_capacity(pages.len());

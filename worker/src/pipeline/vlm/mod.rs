@@ -31,7 +31,7 @@ use self::generate::{Generated, Rules, Times};
 use self::session::{ENCODER_FILE, Layout, Sessions};
 use self::tokenizer::Tokenizer;
 use super::{Document, Pipeline, PipelineOutput};
-use crate::document::{Rasterized, rasterize};
+use crate::document::{Rasterized, given_or_rasterize};
 use crate::runtime::{Runtime, SETUP_HINT};
 
 /// Files every export needs beside the ONNX ones (`generation_config.json` is optional).
@@ -356,16 +356,8 @@ impl VlmEngine {
         let (prompt_text, requested) = job_params(params, self.settings.max_new_tokens_limit)?;
         let prompt = self.prompt_ids(prompt_text.as_deref())?;
         let limit = self.token_limit(prompt.len(), requested);
-        let decoded;
-        let (format, pages, decode) = match pages {
-            // Decoded before the job's slot: no decoding here.
-            Some((format, pages)) => (*format, pages.as_slice(), Duration::ZERO),
-            None => {
-                let t = Instant::now();
-                decoded = rasterize(bytes, &self.limits, self.settings.pdf_dpi)?;
-                (decoded.0, decoded.1.as_slice(), t.elapsed())
-            }
-        };
+        let (raster, decode) = given_or_rasterize(pages, bytes, &self.limits, self.settings.pdf_dpi)?;
+        let (format, pages) = (raster.0, raster.1.as_slice());
         let images: Vec<&RgbImage> = pages.iter().map(|p| &p.image).collect();
         let read = self.read_pages(&images, &prompt, limit)?;
 
