@@ -589,6 +589,115 @@ async fn backlog_seconds_divides_depth_by_fleet_throughput() {
     .await;
 }
 
+/// A stand-in for a worker's `/metrics` whose job counter grows at exactly `rate` jobs per second
+/// of wall time (a float counter, as Prometheus allows), so the fleet's throughput is known. Serves
+/// on 127.0.0.1 until dropped.
+struct KnownRateWorker {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KnownRateWorker {
+    fn start(rate: f64) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = std::time::Instant::now();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok((mut conn, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    let jobs = rate * started.elapsed().as_secs_f64();
+                    let body = format!(
+                        "# TYPE docfleet_jobs counter\n\
+                         docfleet_jobs_total{{pipeline=\"sleep\",outcome=\"success\"}} {jobs}\n\
+                         docfleet_jobs_total{{pipeline=\"sleep\",outcome=\"retried\"}} {}\n\
+                         docfleet_worker_busy 1\n# EOF\n",
+                        jobs * 3.0
+                    );
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            }
+        });
+        Self { port, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for KnownRateWorker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Backlog seconds against known numbers: 60 messages nobody consumes, and a worker whose
+/// finished-job counter grows at 10 jobs/s (its `retried` series, 3× as fast, must not count):
+/// throughput 10/s, backlog 60 ÷ 10 = 6 s, on the JSON endpoint, the scaler's own gauges and the
+/// external metrics API alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_seconds_is_depth_over_a_known_throughput() {
+    let fx = Fixture::new("scaler-backlog-known", 5, 60).await;
+    let logs = tempfile::tempdir().unwrap();
+    send_n(&fx, 60, 0).await;
+    let worker = KnownRateWorker::start(10.0);
+    let scaler = Scaler::start(
+        &fx,
+        &env(&[
+            ("DOCFLEET__SCALER__BACKLOG_SECONDS", "true"),
+            ("DOCFLEET__SCALER__WORKER_METRICS_URLS", &format!("http://127.0.0.1:{}/metrics", worker.port)),
+            ("DOCFLEET__SCALER__WORKER_SCRAPE_INTERVAL_MS", "200"),
+            ("DOCFLEET__SCALER__THROUGHPUT_WINDOW_SECONDS", "2"),
+            ("DOCFLEET__SCALER__POLL_INTERVAL_MS", "200"),
+        ]),
+        &[],
+        logs.path(),
+    )
+    .await;
+    // Wait until the window is full (2 s of samples), then read.
+    let throughput_series = "docfleet_scaler_fleet_throughput_jobs_per_second";
+    poll("a throughput over a full window", LIMIT, TICK, async || {
+        sample(&scaler.metrics(), throughput_series).filter(|t| *t > 0.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let throughput = sample(&scaler.metrics(), throughput_series).unwrap();
+    assert!((throughput - 10.0).abs() < 0.3, "the worker finishes 10 jobs/s (retried not counted): {throughput}");
+
+    let (code, q) = json_get(scaler.metrics_port, &format!("/api/v1/queues/{}", fx.queue));
+    assert_eq!(code, 200, "{q}");
+    assert_eq!(q["depth"], 60, "{q}");
+    let backlog = q["backlogSeconds"].as_f64().unwrap();
+    assert!((backlog - 6.0).abs() < 0.2, "60 messages ÷ 10 jobs/s = 6 s: {q}");
+    let gauge =
+        sample(&scaler.metrics(), &format!("docfleet_scaler_backlog_seconds{{queue=\"{}\"}}", fx.queue)).unwrap();
+    assert!((gauge - 6.0).abs() < 0.2, "the backlog gauge: {gauge}");
+
+    let client = https_client(None);
+    let url = scaler.external_metric_url("default", BACKLOG_METRIC, &format!("queue={}", fx.queue));
+    let served =
+        poll("backlog via the external metrics API", LIMIT, TICK, async || external_value(&client, &url).await).await;
+    assert!((served - 6.0).abs() < 0.2, "external metrics API: {served}");
+    drop(scaler);
+    drop(worker);
+}
+
 /// A bad `[scaler]` value or unknown key stops the binary at start-up, naming the key.
 #[test]
 fn bad_scaler_configuration_stops_the_binary_naming_the_key() {

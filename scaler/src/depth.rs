@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -413,7 +415,7 @@ mod tests {
 
     const KEDA_LIKE: Inclusion = Inclusion { in_flight: true, delayed: false };
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_requests_in_one_interval_make_one_call() {
         let h = harness(60_000, 120_000, Duration::from_millis(50), KEDA_LIKE);
         let reads = (0..200).map(|_| {
@@ -426,41 +428,57 @@ mod tests {
         assert!(values.iter().all(|v| *v == 12), "visible 10 + in flight 2: {values:?}");
     }
 
-    #[tokio::test]
+    // The interval tests run on paused tokio time: `advance` moves the clock by exactly what it
+    // says, so each boundary is checked to the millisecond, with no real-time margins.
+
+    #[tokio::test(start_paused = true)]
     async fn a_new_interval_reads_again() {
         let h = harness(100, 10_000, Duration::ZERO, KEDA_LIKE);
         assert_eq!(h.cache.get("jobs").await.unwrap().value, 12);
         h.visible.store(20, Ordering::SeqCst);
-        assert_eq!(h.cache.get("jobs").await.unwrap().value, 12, "cached within the interval");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(h.cache.get("jobs").await.unwrap().value, 22);
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert_eq!(h.cache.get("jobs").await.unwrap().value, 12, "cached 1 ms before the interval ends");
+        assert_eq!(h.calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(h.cache.get("jobs").await.unwrap().value, 22, "read again once the interval is over");
         assert_eq!(h.calls.load(Ordering::SeqCst), 2);
+        let age = h.cache.peek("jobs").unwrap().age();
+        assert_eq!(age, Duration::ZERO, "the reading is from now");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn failures_serve_the_last_value_until_it_is_stale_then_error() {
         let h = harness(100, 400, Duration::ZERO, KEDA_LIKE);
         assert_eq!(h.cache.get("jobs").await.unwrap().value, 12);
         h.failing.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(h.cache.get("jobs").await.unwrap().value, 12, "last value while fresh");
         assert_eq!(h.calls.load(Ordering::SeqCst), 2, "the failing call was made");
+        tokio::time::advance(Duration::from_millis(99)).await;
         assert_eq!(h.cache.get("jobs").await.unwrap().value, 12);
-        assert_eq!(h.calls.load(Ordering::SeqCst), 2, "not retried within the interval");
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(h.calls.load(Ordering::SeqCst), 2, "not retried within the interval after the failure");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(h.cache.get("jobs").await.unwrap().value, 12, "retried (and failed) at 200 ms, still fresh");
+        assert_eq!(h.calls.load(Ordering::SeqCst), 3);
+        // The reading is 200 ms old; the limit is 400 ms.
+        tokio::time::advance(Duration::from_millis(199)).await;
+        assert_eq!(h.cache.get("jobs").await.unwrap().value, 12, "399 ms old: still served");
+        tokio::time::advance(Duration::from_millis(1)).await;
         let err = h.cache.get("jobs").await.unwrap_err();
         assert!(matches!(err, Error::Unavailable { .. }), "{err}");
-        assert!(err.to_string().contains("connection refused"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("connection refused") && text.contains("0.4 s old"), "{text}");
         let text = h.metrics.encode();
         assert!(
             text.contains(
-                r#"docfleet_scaler_sqs_errors_total{queue="jobs",operation="GetQueueAttributes",kind="transient"} 2"#
+                r#"docfleet_scaler_sqs_errors_total{queue="jobs",operation="GetQueueAttributes",kind="transient"} 3"#
             ),
             "{text}"
         );
         h.failing.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(110)).await;
+        tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(h.cache.get("jobs").await.unwrap().value, 12, "recovers on the next interval");
+        assert_eq!(h.calls.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test]
@@ -486,20 +504,30 @@ mod tests {
         assert!(text.contains(r#"docfleet_scaler_queue_messages{queue="jobs",state="delayed"} 3"#), "{text}");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test(start_paused = true)]
     async fn callers_arriving_during_a_slow_read_get_the_previous_value() {
         let h = harness(50, 10_000, Duration::from_millis(300), KEDA_LIKE);
         assert_eq!(h.cache.get("jobs").await.unwrap().value, 12);
+        assert_eq!(tokio::time::Instant::now().elapsed(), Duration::ZERO);
         h.visible.store(30, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        tokio::time::advance(Duration::from_millis(60)).await;
         let slow = tokio::spawn({
             let cache = h.cache.clone();
-            async move { cache.get("jobs").await.unwrap().value }
+            async move {
+                let started = tokio::time::Instant::now();
+                (cache.get("jobs").await.unwrap().value, started.elapsed())
+            }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // Waiting for the read would have given 32.
+        // Let the spawned read take the gate and start its 300 ms call.
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(h.calls.load(Ordering::SeqCst), 2, "the slow read is under way");
+        // Waiting for the read would have given 32, 250 ms from now.
+        let before = tokio::time::Instant::now();
         assert_eq!(h.cache.get("jobs").await.unwrap().value, 12, "previous value, not queued behind the read");
-        assert_eq!(slow.await.unwrap(), 32);
+        assert_eq!(before.elapsed(), Duration::ZERO, "answered at once");
+        let (value, took) = slow.await.unwrap();
+        assert_eq!((value, took), (32, Duration::from_millis(300)));
         assert_eq!(h.calls.load(Ordering::SeqCst), 2);
     }
 
