@@ -773,3 +773,214 @@ fn scaler_listens_where_its_service_and_ports_point() {
         );
     }
 }
+
+/// The `docfleet_*` series names a PromQL expression selects, from its parse tree
+/// (promql-parser); a syntax error fails the test naming the expression.
+fn promql_metric_names(expr: &str) -> BTreeSet<String> {
+    use promql_parser::parser::Expr;
+    fn walk(e: &Expr, out: &mut BTreeSet<String>) {
+        match e {
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out);
+                if let Some(p) = &a.param {
+                    walk(p, out);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out);
+                walk(&b.rhs, out);
+            }
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::Subquery(s) => walk(&s.expr, out),
+            Expr::VectorSelector(vs) => out.extend(vs.name.clone()),
+            Expr::MatrixSelector(ms) => out.extend(ms.vs.name.clone()),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, out)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    let tree = promql_parser::parser::parse(expr).unwrap_or_else(|e| panic!("PromQL does not parse: {expr}\n{e}"));
+    let mut names = BTreeSet::new();
+    walk(&tree, &mut names);
+    names.retain(|n| n.starts_with("docfleet_"));
+    names
+}
+
+/// Series names the running binaries can export, from the `# TYPE` lines of their `/metrics`
+/// (prometheus-client writes every registered metric's TYPE, series or not): a gauge by its name,
+/// a counter as `<name>_total`, a histogram as `_bucket`, `_sum`, `_count`.
+fn exported_series(exposition: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else { continue };
+        match kind {
+            "counter" => {
+                names.insert(format!("{}_total", name.trim_end_matches("_total")));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// `/metrics` of a real docfleet-worker and docfleet-scaler on the local-dev profile (embedded
+/// queue, no services), started in a scratch directory and stopped again: the worker once ready
+/// (its label sets declared), the scaler once it has scraped the worker and computed backlog
+/// seconds (those series exist only then).
+fn live_exposition() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (worker_port, scaler_port) = (docfleet_tests::free_port(), docfleet_tests::free_port());
+    let base = |binary: &str| {
+        let mut cmd = Command::new(bin(binary));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DOCFLEET_PROFILE", "local-dev")
+            .env("DOCFLEET__OCR__ENABLED", "false")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let mut worker = base("docfleet-worker");
+    worker.env("DOCFLEET__WORKER__HTTP_PORT", worker_port.to_string());
+    let mut scaler = base("docfleet-scaler");
+    scaler.args([
+        format!("--https-listen=127.0.0.1:{}", docfleet_tests::free_port()),
+        format!("--grpc-listen=127.0.0.1:{}", docfleet_tests::free_port()),
+        format!("--metrics-listen=127.0.0.1:{scaler_port}"),
+    ]);
+    scaler
+        .env("DOCFLEET__SCALER__BACKLOG_SECONDS", "true")
+        .env("DOCFLEET__SCALER__WORKER_METRICS_URLS", format!("http://127.0.0.1:{worker_port}/metrics"))
+        .env("DOCFLEET__SCALER__WORKER_SCRAPE_INTERVAL_MS", "200");
+    let _worker = docfleet_tests::ChildGuard(worker.spawn().expect("start docfleet-worker"));
+    let _scaler = docfleet_tests::ChildGuard(scaler.spawn().expect("start docfleet-scaler"));
+    let wait = |what: &str, port: u16, path: &str, done: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(r) = docfleet_tests::http_get(port, path).filter(|r| r.contains(" 200 ") && done(r)) {
+                return r;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: no answer to {path} on 127.0.0.1:{port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("docfleet-worker", worker_port, "/ready", &|_| true);
+    wait("docfleet-scaler", scaler_port, "/api/v1/queues/docfleet-jobs", &|r| r.contains("\"backlogSeconds\""));
+    let mut text = String::new();
+    for (what, port) in [("docfleet-worker", worker_port), ("docfleet-scaler", scaler_port)] {
+        let body = wait(what, port, "/metrics", &|_| true);
+        assert!(body.contains("# TYPE docfleet_"), "{what}: {body}");
+        text.push_str(&body);
+    }
+    text
+}
+
+/// The Grafana dashboard (deploy/components/monitoring): a ConfigMap the Grafana sidecar loads,
+/// a well-formed dashboard whose every query parses as PromQL and selects only series the
+/// binaries export, covering what an operator looks at first. The alert rules' queries are held
+/// to the same test.
+#[test]
+fn grafana_dashboard_queries_parse_and_name_only_exported_metrics() {
+    let exported = exported_series(&live_exposition());
+    for must in ["docfleet_jobs_total", "docfleet_scaler_queue_depth", "docfleet_job_duration_seconds_bucket"] {
+        assert!(exported.contains(must), "{must} not among the exported series: {exported:?}");
+    }
+    let mut dashboards = 0;
+    for r in renderings() {
+        let queues = [config_str(&r.config, "queue.name"), config_str(&r.config, "queue.dlq_name")];
+        for cm in of_kind(&r.objects, "ConfigMap") {
+            if cm["metadata"]["labels"]["grafana_dashboard"] != "1" {
+                continue;
+            }
+            dashboards += 1;
+            let what = format!("{}: ConfigMap {}", r.name, cm["metadata"]["name"]);
+            let json = cm["data"]["docfleet.json"].as_str().unwrap_or_else(|| panic!("{what}: no docfleet.json"));
+            let dash: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(dash["uid"].is_string() && dash["title"].is_string(), "{what}: uid and title");
+            let vars: BTreeSet<&str> =
+                dash["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+            assert!(vars.is_superset(&BTreeSet::from(["datasource", "queue", "dlq"])), "{what}: variables {vars:?}");
+            // The queue variables default to this rendering's queues.
+            for (var, queue) in [("queue", &queues[0]), ("dlq", &queues[1])] {
+                let v = dash["templating"]["list"].as_array().unwrap().iter().find(|v| v["name"] == var).unwrap();
+                assert_eq!(v["current"]["value"], *queue, "{what}: ${var} default");
+            }
+            let mut ids = BTreeSet::new();
+            let mut used = BTreeSet::new();
+            let mut exprs = Vec::new();
+            for p in dash["panels"].as_array().unwrap() {
+                let id = p["id"].as_u64().unwrap();
+                assert!(ids.insert(id), "{what}: panel id {id} twice");
+                let g = &p["gridPos"];
+                assert!(
+                    g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+                    "{what}: panel {id} wider than the grid"
+                );
+                if p["type"] == "row" {
+                    continue;
+                }
+                assert_eq!(p["datasource"]["uid"], "${datasource}", "{what}: panel {id} datasource");
+                let targets = p["targets"].as_array().unwrap();
+                assert!(!targets.is_empty(), "{what}: panel {} has no query", p["title"]);
+                for t in targets {
+                    let expr = t["expr"].as_str().unwrap();
+                    for var in ["$queue", "$dlq", "$__rate_interval"] {
+                        used.extend(expr.contains(var).then_some(var));
+                    }
+                    exprs.push(expr.to_owned());
+                }
+            }
+            assert!(used.contains("$queue") && used.contains("$dlq"), "{what}: the queue variables are used");
+            let mut names = BTreeSet::new();
+            for expr in &exprs {
+                // Grafana's variables, as Grafana substitutes them before sending the query.
+                let concrete =
+                    expr.replace("$__rate_interval", "1m").replace("$queue", &queues[0]).replace("$dlq", &queues[1]);
+                for name in promql_metric_names(&concrete) {
+                    assert!(exported.contains(&name), "{what}: `{expr}` selects {name}, which no binary exports");
+                    names.insert(name);
+                }
+            }
+            // What the dashboard is for: backlog, throughput by outcome, latency, stages, DLQ, workers.
+            for must in [
+                "docfleet_scaler_queue_depth",
+                "docfleet_scaler_backlog_seconds",
+                "docfleet_jobs_total",
+                "docfleet_job_duration_seconds_bucket",
+                "docfleet_stage_duration_seconds_bucket",
+                "docfleet_dead_lettered_total",
+                "docfleet_worker_busy",
+            ] {
+                assert!(names.contains(must), "{what}: no panel reads {must}");
+            }
+            for q in ["histogram_quantile(0.5,", "histogram_quantile(0.95,", "by (pipeline, outcome)"] {
+                assert!(exprs.iter().any(|e| e.contains(q)), "{what}: no query with {q}");
+            }
+        }
+        for pr in of_kind(&r.objects, "PrometheusRule") {
+            for group in pr["spec"]["groups"].as_array().unwrap() {
+                for rule in group["rules"].as_array().unwrap() {
+                    for name in promql_metric_names(rule["expr"].as_str().unwrap()) {
+                        assert!(
+                            exported.contains(&name),
+                            "{}: alert {} selects {name}, which no binary exports",
+                            r.name,
+                            rule["alert"]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(dashboards >= 1, "no rendering carries the dashboard");
+}

@@ -149,7 +149,7 @@ impl Metrics {
     }
 
     pub fn job(&self, pipeline: &str, outcome: &str) {
-        self.jobs.get_or_create(&JobLabels { pipeline: pipeline.into(), outcome: outcome.into() }).inc();
+        let _ = self.jobs.get_or_create(&JobLabels { pipeline: pipeline.into(), outcome: outcome.into() }).inc();
     }
 
     pub fn stage(&self, pipeline: &str, stage: &str, seconds: f64) {
@@ -159,11 +159,34 @@ impl Metrics {
     }
 
     pub fn retry(&self, kind: &str) {
-        self.retries.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        let _ = self.retries.get_or_create(&KindLabel { kind: kind.into() }).inc();
     }
 
     pub fn backend_error(&self, operation: &str) {
-        self.backend_errors.get_or_create(&KindLabel { kind: operation.into() }).inc();
+        let _ = self.backend_errors.get_or_create(&KindLabel { kind: operation.into() }).inc();
+    }
+
+    /// Create the series of every label set known at start-up, at zero: each pipeline's job
+    /// outcomes, latency and stages, the retry kinds, and the queue/store operations that count
+    /// backend errors. A series that exists from the start makes `rate()` (the dashboard, the
+    /// alert rules, the scaler's throughput) see the first increment instead of "no data".
+    pub fn declare(&self, pipelines: &[&str]) {
+        for &pipeline in pipelines {
+            for outcome in ["success", "failed", "retried"] {
+                let _ = self.jobs.get_or_create(&JobLabels { pipeline: pipeline.into(), outcome: outcome.into() });
+            }
+            let _ = self.job_seconds.get_or_create(&PipelineLabel { pipeline: pipeline.into() });
+            for stage in ["fetch", "decode", "process", "store"] {
+                let _ =
+                    self.stage_seconds.get_or_create(&StageLabels { pipeline: pipeline.into(), stage: stage.into() });
+            }
+        }
+        for kind in ["in_job", "released"] {
+            let _ = self.retries.get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for operation in ["receive", "get", "put"] {
+            let _ = self.backend_errors.get_or_create(&KindLabel { kind: operation.into() });
+        }
     }
 
     /// A job started; returns the new in-flight count.
@@ -200,5 +223,24 @@ mod tests {
         assert!(text.contains(r#"docfleet_jobs_total{pipeline="inspect",outcome="success"} 1"#), "{text}");
         m.job_ended();
         assert!(m.encode().contains("docfleet_worker_busy 0"));
+    }
+
+    #[test]
+    fn declared_label_sets_are_exported_at_zero() {
+        let m = Metrics::new();
+        assert!(!m.encode().contains("docfleet_jobs_total"), "families are empty until used");
+        m.declare(&["inspect", "ocr"]);
+        let text = m.encode();
+        for series in [
+            r#"docfleet_jobs_total{pipeline="ocr",outcome="failed"} 0"#,
+            r#"docfleet_job_duration_seconds_count{pipeline="inspect"} 0"#,
+            r#"docfleet_stage_duration_seconds_count{pipeline="ocr",stage="store"} 0"#,
+            r#"docfleet_retries_total{kind="released"} 0"#,
+            r#"docfleet_backend_errors_total{kind="receive"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        m.job("ocr", "failed");
+        assert!(m.encode().contains(r#"docfleet_jobs_total{pipeline="ocr",outcome="failed"} 1"#));
     }
 }

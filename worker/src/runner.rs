@@ -156,6 +156,7 @@ impl Worker {
     ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let worker_id = format!("{host}/{}", std::process::id());
+        metrics.declare(&pipelines.names());
         Self {
             inner: Arc::new(Inner {
                 settings,
