@@ -208,6 +208,21 @@ mod tests {
     }
 
     #[test]
+    fn exchange_swaps_two_directories_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("from_a"), b"a").unwrap();
+        std::fs::write(b.join("from_b"), b"b").unwrap();
+        exchange(&a, &b).unwrap();
+        assert!(a.join("from_b").exists() && !a.join("from_a").exists());
+        assert!(b.join("from_a").exists() && !b.join("from_b").exists());
+        let err = exchange(&a, &dir.path().join("missing")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
     fn merges_into_an_existing_snapshot_keeping_its_files() {
         let dir = tempfile::tempdir().unwrap();
         let rc = RepoCache::new(dir.path(), "org/m");

@@ -168,6 +168,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn free_bytes_reads_the_filesystem_of_the_nearest_existing_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(&dir.path().join("not/yet/there")).expect("statvfs of the temp dir");
+        assert!(free > 0);
+    }
+
+    #[test]
     fn no_space_maps_to_disk_full_with_its_own_exit_code() {
         let e = Error::io("writing blobs/abc.incomplete", std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!((e.kind(), e.exit_code()), ("disk_full", 8));
