@@ -4,7 +4,6 @@
 //! renamed into place in one step, then `refs/<revision>`. A worker resolving the revision sees
 //! either the previous state or the complete snapshot, never a part of it.
 
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use docfleet_core::models::{RepoCache, TreeListing, is_commit, snapshot_link_target, write_atomic};
@@ -158,20 +157,8 @@ fn merge_into_existing(
 
 /// Atomically swap two paths (Linux `renameat2(RENAME_EXCHANGE)`).
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    let ca = CString::new(a.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    let cb = CString::new(b.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: two valid NUL-terminated paths; the syscall takes no other pointers.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
 }
 
 /// Remove leftovers of runs that died while staging (only this repo's work area; never blobs).
@@ -218,6 +205,21 @@ mod tests {
         assert_eq!(rc.read_tree_listing(COMMIT).unwrap().files.len(), 2);
         assert_eq!(linked_blob(&rc, COMMIT, "sub/b.json").as_deref(), Some("e2"));
         assert!(!rc.work_dir().join("staging").read_dir().unwrap().any(|_| true), "staging cleaned up");
+    }
+
+    #[test]
+    fn exchange_swaps_two_directories_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("from_a"), b"a").unwrap();
+        std::fs::write(b.join("from_b"), b"b").unwrap();
+        exchange(&a, &b).unwrap();
+        assert!(a.join("from_b").exists() && !a.join("from_a").exists());
+        assert!(b.join("from_a").exists() && !b.join("from_b").exists());
+        let err = exchange(&a, &dir.path().join("missing")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -133,13 +133,8 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     while !p.exists() {
         p = p.parent()?;
     }
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a zeroed out-struct.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(p).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Fail early, before any byte is fetched, when `needed` bytes cannot fit in `free`.
@@ -171,6 +166,13 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_bytes_reads_the_filesystem_of_the_nearest_existing_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(&dir.path().join("not/yet/there")).expect("statvfs of the temp dir");
+        assert!(free > 0);
+    }
 
     #[test]
     fn no_space_maps_to_disk_full_with_its_own_exit_code() {
