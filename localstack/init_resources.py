@@ -23,7 +23,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--region", default=env("AWS_REGION", "us-east-1"))
     p.add_argument("--queue", default=env("DOCFLEET_QUEUE", "docfleet-jobs"))
     p.add_argument("--dlq", default=env("DOCFLEET_DLQ", "docfleet-jobs-dlq"))
-    p.add_argument("--max-receive-count", type=int, default=int(env("DOCFLEET_MAX_RECEIVE_COUNT", "3")))
+    # 5 receives before dead-lettering (AWS's advice for SQS sources): a worker killed mid-batch
+    # costs every message it held a receive, and 3 is too few to survive a few crashes.
+    p.add_argument("--max-receive-count", type=int, default=int(env("DOCFLEET_MAX_RECEIVE_COUNT", "5")))
     p.add_argument("--visibility-timeout", type=int, default=int(env("DOCFLEET_VISIBILITY_TIMEOUT", "120")))
     p.add_argument("--input-bucket", default=env("DOCFLEET_INPUT_BUCKET", "docfleet-input"))
     p.add_argument("--output-bucket", default=env("DOCFLEET_OUTPUT_BUCKET", "docfleet-output"))

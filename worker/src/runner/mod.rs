@@ -14,6 +14,9 @@
 //! before it expires, so a job longer than the visibility timeout is never handed to a second
 //! worker. On shutdown the loop stops receiving, finishes in-flight jobs within
 //! `worker.shutdown_grace_seconds`, releases the rest (visibility 0) and flushes pending deletes.
+//!
+//! The batching deleter, the heartbeat and the backoff live in `deleter`, `heartbeat` and
+//! `backoff`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,11 +34,19 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::{Document, Pipelines};
+
+mod backoff;
+mod deleter;
+mod heartbeat;
+
+use backoff::Backoff;
+use deleter::run_deleter;
+use heartbeat::run_heartbeat;
 
 /// When the loop ends by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -704,131 +715,6 @@ impl Worker {
     }
 }
 
-impl Worker {
-    /// Hand a receipt to the batching deleter.
-    async fn queue_delete(&self, receipt_handle: String, delete_tx: &mpsc::Sender<String>) {
-        self.inner.pending_deletes.fetch_add(1, Ordering::AcqRel);
-        if delete_tx.send(receipt_handle).await.is_err() {
-            self.inner.pending_deletes.fetch_sub(1, Ordering::AcqRel);
-            error!("deleter stopped before the message was deleted; it will be redelivered");
-        }
-    }
-}
-
-/// The next batch of receipts to delete: up to `max` of them, sent as soon as `max` are there or
-/// `flush_after` has passed since the first one arrived; what is left when the channel closes.
-/// `None` once the channel is closed and empty.
-async fn next_delete_batch(rx: &mut mpsc::Receiver<String>, max: usize, flush_after: Duration) -> Option<Vec<String>> {
-    let first = rx.recv().await?;
-    let mut batch = vec![first];
-    let deadline = tokio::time::Instant::now() + flush_after;
-    while batch.len() < max {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(r)) => batch.push(r),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    Some(batch)
-}
-
-/// Batches deletes: up to ten receipts per call, the first waiting at most `delete_flush_ms`.
-/// A failed call is retried with backoff; entries SQS rejects are logged, never dropped silently.
-async fn run_deleter(worker: Worker, mut rx: mpsc::Receiver<String>) {
-    let flush_after = Duration::from_millis(worker.inner.settings.worker.delete_flush_ms);
-    let queue = worker.inner.backends.queue.clone();
-    let stats = &worker.inner.stats;
-    while let Some(batch) = next_delete_batch(&mut rx, docfleet_core::queue::MAX_BATCH, flush_after).await {
-        worker.inner.metrics.delete_batch.observe(batch.len() as f64);
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        for attempt in 1..=8 {
-            match queue.delete_batch(&batch).await {
-                Ok(failed) => {
-                    for f in &failed {
-                        stats.delete_failures.fetch_add(1, Ordering::Relaxed);
-                        worker.inner.metrics.delete_failures.inc();
-                        warn!(code = %f.code, message = %f.message, "delete rejected; the message may be redelivered (results are idempotent)");
-                    }
-                    break;
-                }
-                Err(e) if attempt < 8 => {
-                    let d = backoff.next();
-                    warn!(error = %e, attempt, retry_in_ms = d.as_millis() as u64, "delete batch failed; retrying");
-                    tokio::time::sleep(d).await;
-                }
-                Err(e) => {
-                    stats.delete_failures.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    worker.inner.metrics.delete_failures.inc_by(batch.len() as u64);
-                    error!(error = %e, count = batch.len(), "delete batch failed after retries; messages will be redelivered");
-                }
-            }
-        }
-        worker.inner.pending_deletes.fetch_sub(batch.len() as u64, Ordering::AcqRel);
-    }
-}
-
-/// Every `heartbeat_interval_seconds` (default a third of the visibility timeout), extend the
-/// visibility of every held message back to the full timeout, ten per call.
-async fn run_heartbeat(worker: Worker, stop: CancellationToken) {
-    let s = &worker.inner.settings.worker;
-    let visibility = Duration::from_secs(s.visibility_timeout_seconds as u64);
-    let interval = match s.heartbeat_interval_seconds {
-        0 => (visibility / 3).max(Duration::from_secs(1)),
-        n => Duration::from_secs(n as u64),
-    };
-    let metrics = &worker.inner.metrics;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {},
-            _ = stop.cancelled() => return,
-        }
-        let receipts: Vec<String> = worker.inner.held.lock().expect("held lock").keys().cloned().collect();
-        for chunk in receipts.chunks(docfleet_core::queue::MAX_BATCH) {
-            let entries: Vec<(String, Duration)> = chunk.iter().map(|r| (r.clone(), visibility)).collect();
-            worker.inner.stats.heartbeat_calls.fetch_add(1, Ordering::Relaxed);
-            match worker.inner.backends.queue.change_visibility_batch(&entries).await {
-                Ok(failed) => {
-                    metrics.heartbeat_extensions.inc_by((entries.len() - failed.len()) as u64);
-                    // A message finished between the snapshot and the call has an invalid receipt
-                    // now; only failures for messages still held matter.
-                    let held = worker.inner.held.lock().expect("held lock");
-                    for f in failed.iter().filter(|f| held.contains_key(&entries[f.index].0)) {
-                        metrics.heartbeat_failures.inc();
-                        warn!(message_id = held.get(&entries[f.index].0).map(String::as_str), code = %f.code, "visibility extension refused");
-                    }
-                }
-                Err(e) => {
-                    metrics.heartbeat_failures.inc_by(entries.len() as u64);
-                    warn!(error = %e, count = entries.len(), "visibility extension failed; retrying next beat");
-                }
-            }
-        }
-        debug!(held = receipts.len(), "heartbeat");
-    }
-}
-
-/// Exponential backoff with a cap.
-struct Backoff {
-    base: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, current: base }
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        d
-    }
-    fn reset(&mut self) {
-        self.current = self.base;
-    }
-}
-
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -861,51 +747,5 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.gauge.dec_by(self.bytes);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn deletes_wait_for_company_up_to_the_flush_time() {
-        let (tx, mut rx) = mpsc::channel(64);
-        let flush = Duration::from_millis(50);
-        // A steady trickle (one receipt per 10 ms) is sent in groups, not one call per receipt.
-        let sender = tokio::spawn(async move {
-            for i in 0..12 {
-                tx.send(format!("r{i}")).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        let first = next_delete_batch(&mut rx, 10, flush).await.unwrap();
-        // The first receipt waited 50 ms from its arrival: r0..r4 (r5 comes at exactly 50 ms).
-        assert!((5..=6).contains(&first.len()), "{first:?}");
-        assert_eq!(first[0], "r0");
-        let mut all = first;
-        while let Some(batch) = next_delete_batch(&mut rx, 10, flush).await {
-            assert!(!batch.is_empty() && batch.len() <= 10, "{batch:?}");
-            all.extend(batch);
-        }
-        sender.await.unwrap();
-        // Closed channel: everything came out once, in order.
-        assert_eq!(all, (0..12).map(|i| format!("r{i}")).collect::<Vec<_>>());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_backlog_goes_out_ten_at_a_time_without_waiting() {
-        let (tx, mut rx) = mpsc::channel(64);
-        for i in 0..25 {
-            tx.send(format!("r{i}")).await.unwrap();
-        }
-        drop(tx);
-        let started = tokio::time::Instant::now();
-        let mut sizes = Vec::new();
-        while let Some(batch) = next_delete_batch(&mut rx, 10, Duration::from_secs(60)).await {
-            sizes.push(batch.len());
-        }
-        assert_eq!(sizes, [10, 10, 5]);
-        assert_eq!(started.elapsed(), Duration::ZERO, "a full or closed batch does not wait for the flush time");
     }
 }
