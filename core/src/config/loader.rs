@@ -46,8 +46,7 @@ pub fn profile_name(flag: Option<&str>) -> String {
 
 /// Load and validate the configuration.
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
-    let mut loaded =
-        load_with_env(opts, Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))?;
+    let mut loaded = load_with_env(opts, Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))?;
     let vars = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
     loaded.warnings.extend(env_warnings(vars));
     Ok(loaded)
