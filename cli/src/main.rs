@@ -126,7 +126,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             let outcome = run::run(loaded, args).await?;
-            return Ok(match (outcome.ok, outcome.failed) {
+            Ok(match (outcome.ok, outcome.failed) {
                 (_, 0) => ExitCode::SUCCESS,
                 (0, n) => {
                     eprintln!("error: all {n} documents failed");
@@ -136,7 +136,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{n} documents failed");
                     ExitCode::from(2)
                 }
-            });
+            })
         }
         command => dispatch(command, &loaded).await.map(|()| ExitCode::SUCCESS),
     }
