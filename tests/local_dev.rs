@@ -112,7 +112,7 @@ fn bad_inputs_become_error_records_and_dead_letters() {
         LIMIT,
     );
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "errors are outcomes, not failures of the run:\n{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "some documents failed: exit 2 (issue 19):\n{stdout}\n{stderr}");
     assert!(stdout.contains("| 5         | 1       | 4      | 0"), "{stdout}");
 
     let reasons = [

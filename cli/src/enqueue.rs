@@ -25,9 +25,47 @@ pub struct Args {
     /// Key prefix for the results instead of store.results_prefix.
     #[arg(long, value_name = "PREFIX")]
     pub output_prefix: Option<String>,
+    /// Enqueue even when this configuration knows no pipeline of that name (workers configured
+    /// differently may have it).
+    #[arg(long)]
+    pub force: bool,
     /// Files, directories or s3://bucket/prefix URLs.
     #[arg(required = true, value_name = "PATH|DIR|s3://bucket/prefix")]
     pub inputs: Vec<String>,
+}
+
+/// The pipelines a worker with `settings` offers, without loading any model: `inspect` always,
+/// `ocr` when `ocr.enabled`, `vlm` when `models.vlm` names a model, `sleep` with
+/// `worker.diagnostic_pipelines`.
+pub fn configured_pipelines(settings: &Settings) -> Vec<&'static str> {
+    let mut names = vec!["inspect"];
+    if settings.ocr.enabled {
+        names.push("ocr");
+    }
+    if docfleet_worker::pipeline::vlm::configured(settings) {
+        names.push("vlm");
+    }
+    if settings.worker.diagnostic_pipelines {
+        names.push("sleep");
+    }
+    names
+}
+
+/// Why `pipeline` cannot run with `settings` and what to configure, or `None` when it can.
+pub fn pipeline_problem(settings: &Settings, pipeline: &str) -> Option<String> {
+    let names = configured_pipelines(settings);
+    if names.contains(&pipeline) {
+        return None;
+    }
+    Some(match pipeline {
+        "vlm" => "pipeline `vlm` needs a model: set models.vlm.repo_id (a Hugging Face export, fetched by \
+                  docfleet-downloader) or models.vlm.dir (a local export), e.g. \
+                  DOCFLEET__MODELS__VLM__REPO_ID=<owner/name> or [models.vlm] in a --config file"
+            .to_owned(),
+        "ocr" => "pipeline `ocr` is switched off (ocr.enabled = false)".to_owned(),
+        "sleep" => "pipeline `sleep` is a diagnostic one: set worker.diagnostic_pipelines = true".to_owned(),
+        other => format!("unknown pipeline `{other}` (this configuration has: {})", names.join(", ")),
+    })
 }
 
 /// One job sent.
@@ -80,6 +118,13 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 pub async fn run(settings: &Settings, backends: &Backends, args: &Args) -> anyhow::Result<Report> {
     if let Some(p) = &args.pipeline {
         validate_pipeline_name(p)?;
+        if !args.force
+            && let Some(problem) = pipeline_problem(settings, p)
+        {
+            bail!(
+                "{problem}; workers with this configuration would write an error record for every job (--force to enqueue anyway)"
+            );
+        }
     }
     if let Some(p) = &args.output_prefix {
         validate_prefix(p)?;

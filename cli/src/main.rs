@@ -1,11 +1,13 @@
 //! `docfleet`: the command line for docfleet.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use docfleet_core::config::{LoadOptions, Loaded, load};
-use docfleet_core::{Backends, telemetry};
+use docfleet_core::config::{QueueBackend, StoreBackend};
+use docfleet_core::{Backends, Settings, telemetry};
 
 mod enqueue;
 mod results;
@@ -51,6 +53,9 @@ enum Command {
     },
     /// Process a directory of documents locally: enqueue, run an in-process worker until the
     /// queue is drained, write results under --out and print a summary.
+    ///
+    /// Exit status: 0 every document has a result; 2 some documents failed (each is named on
+    /// stderr and in the table, its error record under --out); 1 an error, or every document failed.
     Run(run::Args),
     /// Configuration commands.
     Config {
@@ -72,19 +77,79 @@ enum ConfigCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let verbose = cli.verbose;
+    match real_main(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", error_text(&e, verbose));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes on one line, once. Without `-v`, each cause is cut to its first line
+/// and 200 characters (the SDKs' causes are long debug dumps); `-v` prints them whole.
+fn error_text(e: &anyhow::Error, verbose: u8) -> String {
+    let mut parts = Vec::new();
+    let mut cut = false;
+    for (i, cause) in e.chain().enumerate() {
+        let text = cause.to_string();
+        if verbose > 0 || i == 0 {
+            parts.push(text);
+            continue;
+        }
+        let first = text.lines().next().unwrap_or_default();
+        if first.chars().count() > 200 || first.len() < text.len() {
+            cut = true;
+            parts.push(format!("{}…", first.chars().take(200).collect::<String>()));
+        } else {
+            parts.push(first.to_owned());
+        }
+    }
+    let mut line = parts.join(": ");
+    if cut {
+        line.push_str(" (-v for the full detail)");
+    }
+    line
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let loaded = load(&LoadOptions { profile: cli.profile.clone(), config_file: cli.config.clone() })?;
     let mut log = loaded.settings.log.clone();
     log.level = ["warn", "info", "debug"][cli.verbose.min(2) as usize].to_owned();
     telemetry::init(&log);
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
     match cli.command {
+        Command::Run(args) => {
+            let outcome = run::run(loaded, args).await?;
+            Ok(match (outcome.ok, outcome.failed) {
+                (_, 0) => ExitCode::SUCCESS,
+                (0, n) => {
+                    eprintln!("error: all {n} documents failed");
+                    ExitCode::from(1)
+                }
+                (_, n) => {
+                    eprintln!("{n} documents failed");
+                    ExitCode::from(2)
+                }
+            })
+        }
+        command => dispatch(command, &loaded).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
+    match command {
         Command::Config { command: ConfigCommand::Show } => {
             print!("{}", loaded.to_toml());
             Ok(())
         }
         Command::Enqueue(args) => {
-            let backends = connect(&loaded).await?;
+            let backends = connect(&loaded.settings, &loaded.profile).await?;
             let report = enqueue::run(&loaded.settings, &backends, &args).await?;
             println!("{report}");
             if report.failed > 0 {
@@ -92,10 +157,14 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status(args) => status::run(&loaded.settings, &connect(&loaded).await?, &args).await,
-        Command::Results(args) => results::run(&loaded.settings, &connect(&loaded).await?, &args).await,
+        Command::Status(args) => {
+            status::run(&loaded.settings, &connect(&loaded.settings, &loaded.profile).await?, &args).await
+        }
+        Command::Results(args) => {
+            results::run(&loaded.settings, &connect(&loaded.settings, &loaded.profile).await?, &args).await
+        }
         Command::Dlq { command: DlqCommand::Redrive } => {
-            let backends = connect(&loaded).await?;
+            let backends = connect(&loaded.settings, &loaded.profile).await?;
             match backends.dlq.redrive_to(backends.queue.as_ref()).await? {
                 docfleet_core::queue::RedriveReport::Moved(n) => {
                     println!("moved {n} messages from {} to {}", backends.dlq.name(), backends.queue.name())
@@ -108,12 +177,28 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(args) => run::run(loaded, args).await,
+        Command::Run(_) => unreachable!("handled in real_main"),
     }
 }
 
-async fn connect(loaded: &Loaded) -> anyhow::Result<Backends> {
-    Backends::connect(&loaded.settings)
-        .await
-        .with_context(|| format!("connecting to the queue and store of profile `{}`", loaded.profile))
+/// Connect to the configured queue and store; a failure says what was tried and what to check.
+pub async fn connect(settings: &Settings, profile: &str) -> anyhow::Result<Backends> {
+    Backends::connect(settings).await.with_context(|| {
+        let queue = match settings.queue.backend {
+            QueueBackend::Local => "the local queue".to_owned(),
+            QueueBackend::Sqs => {
+                format!("SQS queue `{}`", settings.queue.url.as_deref().unwrap_or("(queue.url unset)"))
+            }
+        };
+        let endpoint = settings.aws.endpoint_url.as_deref().unwrap_or("the AWS default endpoint");
+        let check = match (settings.queue.backend, settings.store.backend) {
+            (QueueBackend::Local, StoreBackend::Local) => "check the local state directory is writable".to_owned(),
+            _ if settings.aws.endpoint_url.is_some() => format!(
+                "check that {endpoint} answers (LocalStack started? `docker compose up -d localstack`), \
+                 aws.endpoint_url and aws.region, and the credentials"
+            ),
+            _ => "check the network, aws.region and the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID…)".to_owned(),
+        };
+        format!("connecting to {queue} and the store of profile `{profile}` at {endpoint}; {check}")
+    })
 }

@@ -6,10 +6,13 @@ use anyhow::Context;
 use docfleet_core::keys::validate_key;
 use docfleet_core::{Backends, Settings};
 
+/// Where `results` and `run` write unless `--out` says otherwise.
+pub const DEFAULT_OUT: &str = "docfleet-out";
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory to write into; object keys become relative paths.
-    #[arg(long, default_value = "docfleet-results")]
+    #[arg(long, default_value = DEFAULT_OUT)]
     pub out: PathBuf,
 }
 

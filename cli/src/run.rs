@@ -1,6 +1,9 @@
 //! `docfleet run DIR`: the local main job. Enqueue every document, run an in-process worker until
 //! the queue is drained, write each document's result (or error record) under `--out`, and print
 //! a summary.
+//!
+//! Exit status: 0 every document has a result, 2 some documents failed (their error records are
+//! under `--out`), 1 an error, or every document failed.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,7 +12,7 @@ use anyhow::{Context as _, bail};
 use comfy_table::Table;
 use docfleet_core::Error;
 use docfleet_core::config::{Loaded, Settings};
-use docfleet_core::keys::{error_key_for, result_key_for};
+use docfleet_core::keys::{RENDITIONS, error_key_for, rendition_key_for, result_key_for};
 use docfleet_worker::{Pipelines, StopWhen, Worker};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +28,13 @@ pub struct Args {
     /// Pipeline parameters, a JSON object.
     #[arg(long, value_name = "JSON")]
     pub params: Option<String>,
-    /// Where results are written: `<out>/<document path>.<pipeline>.json` (`.error.json` on failure).
-    #[arg(long, default_value = "docfleet-out")]
+    /// Where results are written: `<out>/<document path>.<pipeline>.json` (`.error.json` on
+    /// failure), with the pipeline's renditions beside it (`.<pipeline>.txt`, `.<pipeline>.md`).
+    #[arg(long, default_value = crate::results::DEFAULT_OUT)]
     pub out: PathBuf,
+    /// One JSON object per document on stdout (document, status, detail, files) instead of tables.
+    #[arg(long)]
+    pub json: bool,
     /// Documents: files or directories.
     #[arg(required = true, value_name = "DIR|FILE")]
     pub inputs: Vec<String>,
@@ -64,14 +71,35 @@ async fn fetch_missing(settings: &Settings, pipeline: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// Largest table printed per document; bigger runs print totals only.
-const MAX_ROWS: usize = 50;
+/// How a run ended, for the exit status.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub ok: u64,
+    pub failed: u64,
+}
 
-pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
+/// `settings` with only `pipeline`'s model enabled, so a run loads (and warns about) nothing else.
+fn only_pipeline(settings: &Settings, pipeline: &str) -> Settings {
+    let mut s = settings.clone();
+    if pipeline != "ocr" {
+        s.ocr.enabled = false;
+    }
+    if pipeline != "vlm" {
+        s.models.vlm.repo_id.clear();
+        s.models.vlm.dir = None;
+    }
+    s
+}
+
+pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let settings = loaded.settings;
-    let backends = docfleet_core::Backends::connect(&settings).await?;
     let pipeline = args.pipeline.clone();
+    docfleet_core::keys::validate_pipeline_name(&pipeline)?;
+    if let Some(problem) = enqueue::pipeline_problem(&loaded.settings, &pipeline) {
+        bail!("{problem}");
+    }
+    let settings = only_pipeline(&loaded.settings, &pipeline);
+    let backends = crate::connect(&settings, &loaded.profile).await?;
     // `models.offline` (the workers' switch) wins over `models.fetch_missing`: nothing is fetched.
     if settings.models.fetch_missing && !settings.models.offline {
         fetch_missing(&settings, &pipeline).await?;
@@ -83,8 +111,17 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
         pipeline: Some(pipeline.clone()),
         params: args.params.clone(),
         output_prefix: None,
+        force: true,
         inputs: args.inputs.clone(),
     };
+    let waiting = backends.queue.depth().await?;
+    let earlier = waiting.visible + waiting.in_flight + waiting.delayed;
+    if earlier > 0 {
+        eprintln!(
+            "note: {earlier} jobs from earlier were already in queue `{}`; they are processed too but not listed here",
+            backends.queue.name()
+        );
+    }
     let report = enqueue::run(&settings, &backends, &enqueue_args).await?;
     eprintln!("{report}; processing with profile `{}`", loaded.profile);
 
@@ -122,15 +159,24 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
         let rel = o.key.strip_prefix(&format!("{}/", store.input_prefix.trim_end_matches('/'))).unwrap_or(&o.key);
         let result_key = result_key_for(&store.results_prefix, &pipeline, &o.bucket, &o.key);
         let error_key = error_key_for(&store.errors_prefix, &pipeline, &o.bucket, &o.key);
+        let mut files = Vec::new();
         let (status, detail) = match backends.store.get(&store.output_bucket, &result_key, u64::MAX).await {
             Ok(body) => {
-                write_under(&args.out, &format!("{rel}.{pipeline}.json"), &body)?;
+                files.push(write_under(&args.out, &format!("{rel}.{pipeline}.json"), &body)?);
+                for ext in RENDITIONS {
+                    let key = rendition_key_for(&result_key, ext);
+                    match backends.store.get(&store.output_bucket, &key, u64::MAX).await {
+                        Ok(text) => files.push(write_under(&args.out, &format!("{rel}.{pipeline}.{ext}"), &text)?),
+                        Err(Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 ok += 1;
                 ("ok", describe(&serde_json::from_slice(&body)?))
             }
             Err(Error::NotFound { .. }) => match backends.store.get(&store.output_bucket, &error_key, u64::MAX).await {
                 Ok(body) => {
-                    write_under(&args.out, &format!("{rel}.error.json"), &body)?;
+                    files.push(write_under(&args.out, &format!("{rel}.error.json"), &body)?);
                     failed += 1;
                     let v: Value = serde_json::from_slice(&body)?;
                     ("error", v["error"]["message"].as_str().unwrap_or("").to_owned())
@@ -143,9 +189,16 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
             },
             Err(e) => return Err(e.into()),
         };
+        if args.json {
+            let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            let line = serde_json::json!({"document": rel, "source": job.source, "status": status, "detail": detail, "files": files});
+            println!("{line}");
+        } else if status != "ok" {
+            eprintln!("{status}: {} ({rel}): {detail}", job.source);
+        }
         table.add_row(vec![rel.to_owned(), status.to_owned(), detail]);
     }
-    if report.jobs.len() <= MAX_ROWS {
+    if !args.json {
         println!("{table}");
     }
     let secs = started.elapsed().as_secs_f64();
@@ -159,15 +212,19 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<()> {
         format!("{secs:.2} s"),
         format!("{:.1}", report.jobs.len() as f64 / secs.max(1e-9)),
     ]);
-    println!("{totals}");
-    println!("results in {} (pipeline `{pipeline}`, {} messages handled)", args.out.display(), summary.messages);
+    if args.json {
+        eprintln!("{totals}");
+    } else {
+        println!("{totals}");
+    }
+    eprintln!("results in {} (pipeline `{pipeline}`, {} messages handled)", args.out.display(), summary.messages);
     if shutdown.is_cancelled() {
         bail!("interrupted before the queue was drained");
     }
     if missing > 0 {
         bail!("{missing} documents have neither a result nor an error record");
     }
-    Ok(())
+    Ok(Outcome { ok, failed })
 }
 
 /// A one-line description of a result's `output` for the summary table.

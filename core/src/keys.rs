@@ -68,8 +68,18 @@ pub fn result_key_for(prefix: &str, pipeline: &str, input_bucket: &str, input_ke
 
 /// Key of the plain-text rendition beside a result, for pipelines that produce text.
 pub fn text_key_for(result_key: &str) -> String {
-    format!("{}.txt", result_key.strip_suffix(".json").unwrap_or(result_key))
+    rendition_key_for(result_key, "txt")
 }
+
+/// Key of a rendition with extension `ext` (`txt`, `md`) beside a result: the result key with
+/// `.json` replaced by `.<ext>`.
+pub fn rendition_key_for(result_key: &str, ext: &str) -> String {
+    format!("{}.{ext}", result_key.strip_suffix(".json").unwrap_or(result_key))
+}
+
+/// Rendition extensions a pipeline may write beside its result; `docfleet run` copies those that
+/// exist into `--out`.
+pub const RENDITIONS: &[&str] = &["txt", "md"];
 
 /// Key of a job's error record: `<errors prefix>/<pipeline>/<input bucket>/<input key>.json`.
 pub fn error_key_for(errors_prefix: &str, pipeline: &str, input_bucket: &str, input_key: &str) -> String {
@@ -105,6 +115,7 @@ mod tests {
         assert_eq!(result_key_for("", "ocr", "b12", "x"), "ocr/b12/x.json");
         assert_eq!(error_key_for("errors", "ocr", "b12", "x"), "errors/ocr/b12/x.json");
         assert_eq!(text_key_for("results/ocr/b/x.pdf.json"), "results/ocr/b/x.pdf.txt");
+        assert_eq!(rendition_key_for("results/vlm/b/x.pdf.json", "md"), "results/vlm/b/x.pdf.md");
         assert_eq!(message_error_key_for("errors", "ab/../c d"), "errors/messages/ab____c_d.json");
     }
 

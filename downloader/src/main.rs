@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use docfleet_core::config::{LoadOptions, ModelRepo, ModelSource, load};
+use docfleet_core::config::{LoadOptions, LogFormat, ModelRepo, ModelSource, load};
 use docfleet_core::models::{self, Depth};
 use docfleet_core::telemetry;
 use docfleet_downloader::fetch::{self, Ctx, Outcome, Target, configured_targets};
@@ -142,14 +142,22 @@ enum ProgressArg {
     None,
 }
 
+/// Set once logging is installed: whether it writes JSON records (see `main`).
+static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(kind = e.kind(), "{e}");
-            eprintln!("error: {e}");
+            // Once: JSON logs (the k8s init container) get a structured record, a terminal gets one
+            // plain line; before logging is set up (a bad configuration) only the plain line.
+            if JSON_LOGS.get() == Some(&true) {
+                tracing::error!(kind = e.kind(), "{e}");
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -163,6 +171,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         _ => loaded.settings.log.level = "debug".into(),
     }
     telemetry::init(&loaded.settings.log);
+    let _ = JSON_LOGS.set(loaded.settings.log.format == LogFormat::Json);
     if cli.command.is_some() && !cli.fetch.untouched() {
         return Err(Error::Config("fetch options go after the subcommand (or use no subcommand)".into()));
     }

@@ -24,6 +24,9 @@ pub struct Loaded {
     pub settings: Settings,
     /// `section.key` → origin (`built-in defaults`, `profiles/k8s.toml`, a file, `the environment`).
     pub origins: BTreeMap<String, String>,
+    /// Things worth telling the user that do not stop loading (see [`env_warnings`]); the binaries
+    /// print them once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Loaded {
@@ -43,7 +46,52 @@ pub fn profile_name(flag: Option<&str>) -> String {
 
 /// Load and validate the configuration.
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
-    load_with_env(opts, Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))
+    let mut loaded = load_with_env(opts, Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))?;
+    let vars = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    loaded.warnings.extend(env_warnings(vars));
+    Ok(loaded)
+}
+
+/// Warnings for environment variables that look like configuration but are not read as such:
+/// `DOCFLEET_` + a section name + `_…` with single underscores (`DOCFLEET_WORKER_CONCURRENCY`),
+/// where `DOCFLEET__WORKER__CONCURRENCY` was meant. Other `DOCFLEET_` variables (`DOCFLEET_PROFILE`,
+/// the scripts' `DOCFLEET_CACHE`, `DOCFLEET_LOCALSTACK_PYTHON`, …) name no section and are left alone.
+pub fn env_warnings(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let known = known_keys();
+    let sections: std::collections::BTreeSet<&str> = known.iter().filter_map(|k| k.split('.').next()).collect();
+    let single = format!("{ENV_PREFIX}_");
+    let double = format!("{ENV_PREFIX}__");
+    let mut out = Vec::new();
+    for name in names {
+        let Some(rest) = name.strip_prefix(&single).filter(|_| !name.starts_with(&double)) else { continue };
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else { continue };
+        if key.is_empty() || !sections.contains(section) {
+            continue;
+        }
+        // The most likely meant key: the first `_` after the section is the separator, the rest are
+        // part of the key name (`worker_receive_batch` → `worker.receive_batch`).
+        let meant = format!("{ENV_PREFIX}__{}__{}", section.to_ascii_uppercase(), key.to_ascii_uppercase());
+        let hint = match closest(&known, &format!("{section}.{key}")) {
+            Some(k) if k == format!("{section}.{key}") => format!("it would set `{k}` as {meant}"),
+            Some(k) => format!("did you mean `{k}` ({})?", env_name(k)),
+            None => format!("configuration variables are {ENV_PREFIX}__SECTION__KEY, e.g. {meant}"),
+        };
+        out.push(format!("environment variable {name} is not read as configuration (single underscores); {hint}"));
+    }
+    out
+}
+
+/// `worker.receive_batch` → `DOCFLEET__WORKER__RECEIVE_BATCH`.
+fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}__{}", key.split('.').map(str::to_ascii_uppercase).collect::<Vec<_>>().join("__"))
+}
+
+/// The known key nearest to `key` by edit distance, if it is near enough to be a typo.
+fn closest<'a>(known: &'a [String], key: &str) -> Option<&'a str> {
+    let (best, distance) =
+        known.iter().map(|k| (k.as_str(), strsim::damerau_levenshtein(k, key))).min_by_key(|(_, d)| *d)?;
+    (distance <= 3.max(key.len() / 5)).then_some(best)
 }
 
 /// [`load`] with an explicit environment source (tests pass a fixed map).
@@ -83,15 +131,16 @@ pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
     let known = known_keys();
     for (key, origin) in &origins {
         if !known.iter().any(|k| k == key) {
+            let hint = closest(&known, key).map(|k| format!("did you mean `{k}`? ")).unwrap_or_default();
             return Err(Error::Config(format!(
-                "unknown key `{key}` (from {origin}); known keys in that section: {}",
+                "unknown key `{key}` (from {origin}); {hint}known keys in that section: {}",
                 suggestions(&known, key)
             )));
         }
     }
     let settings: Settings = cfg.try_deserialize().map_err(|e| Error::Config(e.to_string()))?;
     validate(&settings, &origins)?;
-    Ok(Loaded { profile, settings, origins })
+    Ok(Loaded { profile, settings, origins, warnings: Vec::new() })
 }
 
 /// Every leaf key of the schema, as `section.key`.
@@ -261,6 +310,39 @@ mod tests {
             err.contains("`wroker.concurrency`") && err.contains("bad.toml") && err.contains("no such section"),
             "{err}"
         );
+        assert!(err.contains("did you mean `worker.concurrency`?"), "{err}");
+    }
+
+    #[test]
+    fn did_you_mean_only_for_near_keys() {
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__RECIEVE_BATCH", "3")])).unwrap_err();
+        assert!(err.to_string().contains("did you mean `worker.receive_batch`?"), "{err}");
+        let err = load_with_env(&opts("local-dev"), env(&[("DOCFLEET__WORKER__ZZZZZZZZZZZZZZZZZZ", "3")])).unwrap_err();
+        assert!(!err.to_string().contains("did you mean"), "{err}");
+    }
+
+    #[test]
+    fn single_underscore_env_variables_that_look_like_config_warn() {
+        let names = [
+            "DOCFLEET_WORKER_CONCURRENCY",
+            "DOCFLEET_WORKER_CONCURENCY",
+            "DOCFLEET_PROFILE",
+            "DOCFLEET_CACHE",
+            "DOCFLEET_LOCALSTACK_PYTHON",
+            "DOCFLEET_QUEUE",
+            "DOCFLEET__WORKER__CONCURRENCY",
+            "PATH",
+        ];
+        let warnings = env_warnings(names.iter().map(|s| s.to_string()));
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(
+            warnings[0].contains("DOCFLEET_WORKER_CONCURRENCY")
+                && warnings[0].contains("DOCFLEET__WORKER__CONCURRENCY")
+                && warnings[0].contains("`worker.concurrency`"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[1].contains("did you mean `worker.concurrency`"), "{}", warnings[1]);
     }
 
     #[test]

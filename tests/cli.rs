@@ -1,0 +1,152 @@
+//! Black-box tests of the `docfleet` command line (issue 19): exit statuses, per-document output,
+//! pipeline checks, configuration hints, connection-failure hints. The local-dev profile only: no
+//! services.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use docfleet_tests::{bin, free_port, repo_root, run_with_timeout, text};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `docfleet` command in `cwd` on the local-dev profile with a clean environment.
+fn docfleet(cwd: &Path) -> Command {
+    let mut cmd = Command::new(bin("docfleet"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DOCFLEET_PROFILE", "local-dev")
+        .current_dir(cwd);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let out: Output = run_with_timeout(cmd, LIMIT);
+    let (stdout, stderr) = text(&out);
+    (out.status.code(), stdout, stderr)
+}
+
+/// A directory with one good PNG (from samples/) and `bad` broken PDFs.
+fn documents(dir: &Path, good: bool, bad: usize) -> std::path::PathBuf {
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    if good {
+        std::fs::copy(repo_root().join("samples/invoice.png"), docs.join("invoice.png")).unwrap();
+    }
+    for i in 0..bad {
+        std::fs::write(docs.join(format!("broken{i}.pdf")), b"%PDF-1.7 this is not a pdf").unwrap();
+    }
+    docs
+}
+
+#[test]
+fn run_exits_2_when_some_documents_failed_and_names_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = documents(tmp.path(), true, 1);
+    let (code, stdout, stderr) =
+        run(docfleet(tmp.path()).args(["run", "--pipeline", "inspect", "--out", "o"]).arg(&docs));
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("broken0.pdf"), "the failure names the file:\n{stderr}");
+    assert!(stdout.contains("broken0.pdf") && stdout.contains("invoice.png"), "per-document table:\n{stdout}");
+    assert!(!stderr.contains("`ocr`"), "no warning about a pipeline not asked for:\n{stderr}");
+    assert!(tmp.path().join("o/docs/broken0.pdf.error.json").is_file());
+    assert!(tmp.path().join("o/docs/invoice.png.inspect.json").is_file());
+}
+
+#[test]
+fn run_exits_1_when_every_document_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = documents(tmp.path(), false, 2);
+    let (code, stdout, stderr) =
+        run(docfleet(tmp.path()).args(["run", "--pipeline", "inspect", "--out", "o"]).arg(&docs));
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("all 2 documents failed"), "{stderr}");
+}
+
+#[test]
+fn run_json_prints_one_object_per_document() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = documents(tmp.path(), true, 1);
+    let (code, stdout, stderr) =
+        run(docfleet(tmp.path()).args(["run", "--pipeline", "inspect", "--json", "--out", "o"]).arg(&docs));
+    assert_eq!(code, Some(2), "{stderr}");
+    let lines: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let by_doc = |name: &str| lines.iter().find(|v| v["document"].as_str().unwrap().ends_with(name)).unwrap();
+    assert_eq!(by_doc("invoice.png")["status"], "ok");
+    assert_eq!(by_doc("broken0.pdf")["status"], "error");
+    assert!(by_doc("broken0.pdf")["files"][0].as_str().unwrap().ends_with("broken0.pdf.error.json"));
+}
+
+#[test]
+fn run_says_when_earlier_jobs_are_waiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = documents(tmp.path(), true, 0);
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["enqueue", "--pipeline", "inspect"]).arg(&docs));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["run", "--pipeline", "inspect", "--out", "o"]).arg(&docs));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches("1 jobs from earlier").count(), 1, "{stderr}");
+}
+
+#[test]
+fn enqueue_refuses_an_unknown_pipeline_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = documents(tmp.path(), true, 0);
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["enqueue", "--pipeline", "foo"]).arg(&docs));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("unknown pipeline `foo`") && stderr.contains("--force"), "{stderr}");
+    assert_eq!(stderr.matches("error:").count(), 1, "printed once:\n{stderr}");
+    let (code, stdout, stderr) = run(docfleet(tmp.path()).args(["enqueue", "--force", "--pipeline", "foo"]).arg(&docs));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("enqueued 1 jobs"), "{stdout}");
+}
+
+#[test]
+fn run_vlm_without_a_model_says_what_to_configure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = documents(tmp.path(), true, 0);
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["run", "--pipeline", "vlm"]).arg(&docs));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("models.vlm.repo_id") && stderr.contains("models.vlm.dir"), "{stderr}");
+    assert!(!stderr.contains("available: inspect"), "{stderr}");
+}
+
+#[test]
+fn configuration_hints_did_you_mean_and_single_underscore_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["config", "show"]).env("DOCFLEET__WORKER__CONCURENCY", "3"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("did you mean `worker.concurrency`?"), "{stderr}");
+
+    let (code, stdout, stderr) =
+        run(docfleet(tmp.path()).args(["config", "show"]).env("DOCFLEET_WORKER_CONCURRENCY", "3"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("concurrency"));
+    assert!(stderr.contains("warning:") && stderr.contains("DOCFLEET__WORKER__CONCURRENCY"), "{stderr}");
+
+    // DOCFLEET_PROFILE (set by docfleet()) and the scripts' variables are not configuration.
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["config", "show"]).env("DOCFLEET_CACHE", "/tmp/x"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn connection_failure_says_what_was_tried_and_what_to_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = docfleet(tmp.path());
+    cmd.args(["status"])
+        .env("DOCFLEET_PROFILE", "aws-mock")
+        .env("DOCFLEET__AWS__ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_MAX_ATTEMPTS", "1");
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&endpoint) && stderr.contains("LocalStack started?"), "{stderr}");
+    assert!(stderr.contains("credentials") && stderr.contains("-v for the full detail"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "printed once:\n{stderr}");
+}
