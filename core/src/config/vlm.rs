@@ -33,6 +33,92 @@ pub struct VlmSettings {
     pub batch_across_jobs: Option<bool>,
     /// How long a batch with room waits for more pages to merge, in milliseconds (0–1000).
     pub batch_max_wait_ms: u64,
+    /// Which variant of a transformers.js / onnx-community export to load (and download):
+    /// `auto` (fp16 on a GPU execution provider where the repository has it, else fp32), `fp32`,
+    /// `fp16`, `q4`, `q4f16`, `int8`, `uint8`, `quantized` or `bnb4` — the suffix of
+    /// `onnx/<graph>_<dtype>.onnx` (fp32 has none).
+    pub dtype: VlmDtype,
+}
+
+/// A published ONNX variant: the file-name suffix transformers.js gives each graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VlmDtype {
+    Auto,
+    Fp32,
+    Fp16,
+    Q4,
+    Q4f16,
+    Int8,
+    Uint8,
+    Quantized,
+    Bnb4,
+}
+
+impl VlmDtype {
+    /// Every concrete variant (not `auto`), fp32 first.
+    pub const ALL: [VlmDtype; 8] = [
+        VlmDtype::Fp32,
+        VlmDtype::Fp16,
+        VlmDtype::Q4,
+        VlmDtype::Q4f16,
+        VlmDtype::Int8,
+        VlmDtype::Uint8,
+        VlmDtype::Quantized,
+        VlmDtype::Bnb4,
+    ];
+
+    /// The name as written in config and in file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VlmDtype::Auto => "auto",
+            VlmDtype::Fp32 => "fp32",
+            VlmDtype::Fp16 => "fp16",
+            VlmDtype::Q4 => "q4",
+            VlmDtype::Q4f16 => "q4f16",
+            VlmDtype::Int8 => "int8",
+            VlmDtype::Uint8 => "uint8",
+            VlmDtype::Quantized => "quantized",
+            VlmDtype::Bnb4 => "bnb4",
+        }
+    }
+
+    /// The file name of `graph` (e.g. `vision_encoder`) in this variant, relative to the
+    /// repository: `onnx/vision_encoder_fp16.onnx`; fp32 is `onnx/vision_encoder.onnx`.
+    /// `auto` must be resolved first ([`VlmDtype::resolve`]).
+    pub fn file_name(self, graph: &str) -> String {
+        match self {
+            VlmDtype::Fp32 | VlmDtype::Auto => format!("onnx/{graph}.onnx"),
+            other => format!("onnx/{graph}_{}.onnx", other.as_str()),
+        }
+    }
+
+    /// The concrete variant for `auto`: fp16 when `gpu` and `has_fp16` (the repository or
+    /// directory holds the fp16 graphs), else fp32; a concrete variant is returned as is.
+    pub fn resolve(self, gpu: bool, has_fp16: bool) -> VlmDtype {
+        match self {
+            VlmDtype::Auto if gpu && has_fp16 => VlmDtype::Fp16,
+            VlmDtype::Auto => VlmDtype::Fp32,
+            other => other,
+        }
+    }
+
+    /// Which variant, if any, a repository file `path` under `onnx/` belongs to; `None` for
+    /// files outside `onnx/` or not ending in `.onnx` / `.onnx_data` (those every variant
+    /// shares or none needs).
+    pub fn of_file(path: &str) -> Option<VlmDtype> {
+        let name = path.strip_prefix("onnx/")?;
+        let stem = name.strip_suffix(".onnx").or_else(|| name.strip_suffix(".onnx_data"))?;
+        // The longest suffix first: `_q4f16` before `_fp16` and `_q4`.
+        let mut by_len: Vec<VlmDtype> = VlmDtype::ALL[1..].to_vec();
+        by_len.sort_by_key(|d| std::cmp::Reverse(d.as_str().len()));
+        for d in by_len {
+            if stem.ends_with(&format!("_{}", d.as_str())) {
+                return Some(d);
+            }
+        }
+        Some(VlmDtype::Fp32)
+    }
 }
 
 /// Which decoder files of an optimum export the `vlm` pipeline loads.
@@ -55,6 +141,7 @@ impl Default for VlmSettings {
             pdf_dpi: 150.0,
             batch_across_jobs: None,
             batch_max_wait_ms: 0,
+            dtype: VlmDtype::Auto,
         }
     }
 }
@@ -84,5 +171,26 @@ impl VlmSettings {
             return fail("vlm.pdf_dpi", format!("must be 18–600, got {}", self.pdf_dpi));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VlmDtype;
+
+    #[test]
+    fn dtype_file_names_follow_the_transformers_js_layout() {
+        assert_eq!(VlmDtype::Fp32.file_name("vision_encoder"), "onnx/vision_encoder.onnx");
+        assert_eq!(VlmDtype::Q4f16.file_name("embed_tokens"), "onnx/embed_tokens_q4f16.onnx");
+        for d in VlmDtype::ALL {
+            assert_eq!(VlmDtype::of_file(&d.file_name("decoder_model_merged")), Some(d), "{d:?}");
+        }
+        assert_eq!(VlmDtype::of_file("onnx/decoder_model_merged_fp16.onnx_data"), Some(VlmDtype::Fp16));
+        assert_eq!(VlmDtype::of_file("config.json"), None);
+        assert_eq!(VlmDtype::of_file("onnx/README.md"), None);
+        assert_eq!(VlmDtype::Auto.resolve(true, true), VlmDtype::Fp16);
+        assert_eq!(VlmDtype::Auto.resolve(true, false), VlmDtype::Fp32);
+        assert_eq!(VlmDtype::Auto.resolve(false, true), VlmDtype::Fp32);
+        assert_eq!(VlmDtype::Int8.resolve(true, true), VlmDtype::Int8);
     }
 }
