@@ -840,3 +840,65 @@ repo_id = ""
     let summary = run_json(cmd.arg("--config").arg(&config).args(["--json", "--progress", "none"]));
     assert_eq!(summary["models"][0]["status"], "present");
 }
+
+/// An onnx-community (transformers.js) repository: shared files and every graph in three
+/// variants; `vlm.dtype` (configured model) or `--dtype` (ad-hoc repo) fetches one variant.
+#[test]
+fn only_the_chosen_onnx_variant_is_fetched() {
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("config.json".into(), br#"{"model_type": "idefics3"}"#.to_vec()),
+        ("tokenizer.json".into(), b"{}".to_vec()),
+    ];
+    for (i, graph) in ["vision_encoder", "embed_tokens", "decoder_model_merged"].iter().enumerate() {
+        for (j, suffix) in ["", "_fp16", "_q4f16"].iter().enumerate() {
+            files.push((format!("onnx/{graph}{suffix}.onnx"), bytes((10 * i + j) as u64, 1000)));
+        }
+    }
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let src = repo_dir(&borrowed);
+    let hub = FakeHub::builder().repo("org/vlm", src.path()).start();
+    let listed = |dir: &Path| snapshot_hashes(dir).into_keys().collect::<Vec<_>>();
+
+    let s = Scratch::new();
+    let config = s.write_config(
+        r#"
+[vlm]
+dtype = "q4f16"
+[models.vlm]
+repo_id = "org/vlm"
+revision = "main"
+[models.ocr]
+repo_id = ""
+[models.onnxruntime]
+repo_id = ""
+"#,
+    );
+    let summary = run_json(s.downloader(&hub.url).arg("--config").arg(&config).args(["--json", "--progress", "none"]));
+    let commit = summary["models"][0]["commit"].as_str().unwrap().to_owned();
+    let snap = s.repo_folder("org/vlm").join("snapshots").join(&commit);
+    assert_eq!(
+        listed(&snap),
+        [
+            "config.json",
+            "onnx/decoder_model_merged_q4f16.onnx",
+            "onnx/embed_tokens_q4f16.onnx",
+            "onnx/vision_encoder_q4f16.onnx",
+            "tokenizer.json"
+        ]
+    );
+    // The worker's check agrees: the other variants are not missing.
+    let out = run(s.downloader(&hub.url).arg("--config").arg(&config).args(["verify"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let adhoc = Scratch::new();
+    let mut args = fetch_args("org/vlm");
+    args.extend(["--dtype".into(), "fp16".into()]);
+    let summary = run_json(adhoc.downloader(&hub.url).args(&args));
+    let commit = summary["models"][0]["commit"].as_str().unwrap().to_owned();
+    let snap = adhoc.repo_folder("org/vlm").join("snapshots").join(&commit);
+    let got = listed(&snap);
+    assert!(got.iter().filter(|f| f.starts_with("onnx/")).all(|f| f.ends_with("_fp16.onnx")), "{got:?}");
+    assert_eq!(got.len(), 5, "{got:?}");
+    let err = run_fails(adhoc.downloader(&hub.url).args(["fetch", "--repo", "org/vlm", "--dtype", "fp64"]), 2);
+    assert!(err.contains("unknown dtype `fp64`") && err.contains("q4f16"), "{err}");
+}

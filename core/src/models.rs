@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ModelRepo, ModelsSettings};
+use crate::config::{ModelRepo, ModelsSettings, VlmDtype};
 use crate::{Error, Result};
 
 /// The cache folder name of a model repo: `org/name` → `models--org--name`.
@@ -105,10 +105,18 @@ pub fn select_paths<'a>(paths: impl IntoIterator<Item = &'a str>, allow: &[Strin
 /// The files a repo entry needs out of `available` (a listing of the repo at one commit): the
 /// configured `files`, plus what `allow_patterns` selects (everything when neither is set), less
 /// `ignore_patterns` (explicitly configured files are always kept).
+/// With `repo.onnx_variant`, graphs under `onnx/` of other variants are left out (a published
+/// onnx-community repository holds up to eight copies of each graph).
 pub fn select_files(repo: &ModelRepo, available: &[String]) -> Vec<String> {
     let mut out: BTreeSet<String> = repo.files.iter().cloned().collect();
     if !repo.allow_patterns.is_empty() || repo.files.is_empty() {
-        out.extend(select_paths(available.iter().map(String::as_str), &repo.allow_patterns, &repo.ignore_patterns));
+        let mut picked =
+            select_paths(available.iter().map(String::as_str), &repo.allow_patterns, &repo.ignore_patterns);
+        if let Some(variant) = repo.onnx_variant {
+            let chosen = variant.resolve(available.iter().map(String::as_str));
+            picked.retain(|f| VlmDtype::of_file(f).is_none_or(|d| d == chosen));
+        }
+        out.extend(picked);
     }
     out.into_iter().collect()
 }
@@ -704,6 +712,53 @@ mod tests {
             ["x/y.bin", "y.bin"],
             "`*` matches `/` as in fnmatch"
         );
+    }
+
+    #[test]
+    fn only_the_chosen_onnx_variant_is_selected() {
+        use crate::config::OnnxVariant;
+        // An onnx-community (transformers.js) listing: every graph in several variants.
+        let mut listing: Vec<String> = ["config.json", "tokenizer.json", "chat_template.jinja", "onnx/README.md"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for graph in ["vision_encoder", "embed_tokens", "decoder_model_merged"] {
+            for suffix in ["", "_fp16", "_q4", "_q4f16", "_int8", "_uint8", "_quantized", "_bnb4"] {
+                listing.push(format!("onnx/{graph}{suffix}.onnx"));
+            }
+        }
+        listing.push("onnx/decoder_model_merged_fp16.onnx_data".into());
+        let graphs = |repo: &ModelRepo| -> Vec<String> {
+            select_files(repo, &listing).into_iter().filter(|f| f.ends_with(".onnx") || f.ends_with("_data")).collect()
+        };
+        let with = |dtype, gpu| ModelRepo { onnx_variant: Some(OnnxVariant { dtype, gpu }), ..repo(&[]) };
+        assert_eq!(
+            graphs(&with(VlmDtype::Auto, false)),
+            ["onnx/decoder_model_merged.onnx", "onnx/embed_tokens.onnx", "onnx/vision_encoder.onnx"]
+        );
+        assert_eq!(
+            graphs(&with(VlmDtype::Auto, true)),
+            [
+                "onnx/decoder_model_merged_fp16.onnx",
+                "onnx/decoder_model_merged_fp16.onnx_data",
+                "onnx/embed_tokens_fp16.onnx",
+                "onnx/vision_encoder_fp16.onnx"
+            ]
+        );
+        assert_eq!(
+            graphs(&with(VlmDtype::Q4, false)),
+            ["onnx/decoder_model_merged_q4.onnx", "onnx/embed_tokens_q4.onnx", "onnx/vision_encoder_q4.onnx"],
+            "q4 is not q4f16"
+        );
+        // Shared files stay; without a variant everything is selected, as before.
+        let all = select_files(&with(VlmDtype::Int8, false), &listing);
+        assert!(all.contains(&"config.json".to_string()) && all.contains(&"onnx/README.md".to_string()));
+        assert_eq!(select_files(&repo(&[]), &listing).len(), listing.len());
+        // A repository without fp16 graphs falls back to fp32 on a GPU.
+        let fp32_only: Vec<String> =
+            listing.iter().filter(|f| VlmDtype::of_file(f).is_none_or(|d| d == VlmDtype::Fp32)).cloned().collect();
+        let picked = select_files(&with(VlmDtype::Auto, true), &fp32_only);
+        assert!(picked.contains(&"onnx/vision_encoder.onnx".to_string()), "{picked:?}");
     }
 
     #[test]

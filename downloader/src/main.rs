@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use docfleet_core::config::{LoadOptions, LogFormat, ModelRepo, ModelSource, load};
+use docfleet_core::config::{LoadOptions, LogFormat, ModelRepo, ModelSource, OnnxVariant, VlmDtype, load};
 use docfleet_core::models::{self, Depth};
 use docfleet_core::telemetry;
 use docfleet_downloader::fetch::{self, Ctx, Outcome, Target, configured_targets};
@@ -71,6 +71,18 @@ struct Select {
     /// A file of --repo that must be there (repeatable).
     #[arg(long = "file", requires = "repo", value_name = "PATH")]
     files: Vec<String>,
+    /// For a transformers.js / onnx-community --repo: fetch only this variant of the graphs
+    /// under `onnx/` (fp32, fp16, q4, q4f16, int8, uint8, quantized, bnb4). Configured models
+    /// use `vlm.dtype`.
+    #[arg(long, requires = "repo", value_name = "DTYPE", value_parser = parse_dtype)]
+    dtype: Option<VlmDtype>,
+}
+
+fn parse_dtype(s: &str) -> Result<VlmDtype, String> {
+    VlmDtype::ALL
+        .into_iter()
+        .find(|d| d.as_str() == s)
+        .ok_or_else(|| format!("unknown dtype `{s}` (known: {})", VlmDtype::ALL.map(VlmDtype::as_str).join(", ")))
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -192,6 +204,7 @@ fn targets(settings: &docfleet_core::Settings, select: &Select) -> Result<Vec<Ta
             ignore_patterns: select.exclude.clone(),
             dir: None,
             source: ModelSource::default(),
+            onnx_variant: select.dtype.map(|dtype| OnnxVariant { dtype, gpu: false }),
         };
         models::validate_repo(&repo).map_err(|e| Error::Config(format!("--repo: {e}")))?;
         return Ok(vec![Target { name: repo_id.clone(), repo }]);

@@ -138,8 +138,13 @@ pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
             )));
         }
     }
-    let settings: Settings = cfg.try_deserialize().map_err(|e| Error::Config(e.to_string()))?;
+    let mut settings: Settings = cfg.try_deserialize().map_err(|e| Error::Config(e.to_string()))?;
     validate(&settings, &origins)?;
+    // The downloader fetches, and the worker checks, only the `onnx/` variant `vlm.dtype` names.
+    settings.models.vlm.onnx_variant = Some(super::models::OnnxVariant {
+        dtype: settings.vlm.dtype,
+        gpu: settings.runtime.execution_provider != super::ExecutionProvider::Cpu,
+    });
     Ok(Loaded { profile, settings, origins, warnings: Vec::new() })
 }
 

@@ -201,6 +201,27 @@ pub struct ModelRepo {
     pub dir: Option<PathBuf>,
     /// Where the downloader gets the files.
     pub source: ModelSource,
+    /// For a transformers.js / onnx-community layout (`onnx/<graph>_<dtype>.onnx`): the one
+    /// variant to fetch and check. Not a key: the loader sets it for `models.vlm` from
+    /// `vlm.dtype` and `runtime.execution_provider`.
+    #[serde(skip)]
+    pub onnx_variant: Option<OnnxVariant>,
+}
+
+/// Which `onnx/` variant of a repository is wanted: `dtype`, with `auto` resolved per listing
+/// (fp16 when `gpu` and the listing has fp16 graphs, else fp32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnnxVariant {
+    pub dtype: super::VlmDtype,
+    pub gpu: bool,
+}
+
+impl OnnxVariant {
+    /// The concrete variant for a repository holding `available` files.
+    pub fn resolve<'a>(&self, available: impl IntoIterator<Item = &'a str>) -> super::VlmDtype {
+        let has_fp16 = available.into_iter().any(|f| super::VlmDtype::of_file(f) == Some(super::VlmDtype::Fp16));
+        self.dtype.resolve(self.gpu, has_fp16)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
