@@ -183,6 +183,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         _ => loaded.settings.log.level = "debug".into(),
     }
     telemetry::init(&loaded.settings.log);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     let _ = JSON_LOGS.set(loaded.settings.log.format == LogFormat::Json);
     if cli.command.is_some() && !cli.fetch.untouched() {
         return Err(Error::Config("fetch options go after the subcommand (or use no subcommand)".into()));

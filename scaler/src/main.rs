@@ -77,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
     sc.pod_deletion_cost |= args.pod_deletion_cost;
 
     telemetry::init(&settings.log);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     tracing::info!(profile = %loaded.profile, version = env!("CARGO_PKG_VERSION"), "docfleet-scaler starting");
     let shutdown = CancellationToken::new();
     let started =

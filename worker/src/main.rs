@@ -37,6 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let loaded = load(&LoadOptions { profile: args.profile, config_file: args.config })?;
     telemetry::init(&loaded.settings.log);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     tracing::info!(profile = %loaded.profile, version = env!("CARGO_PKG_VERSION"), "docfleet-worker starting");
     let shutdown = CancellationToken::new();
     docfleet_worker::shutdown::install(shutdown.clone());

@@ -139,13 +139,51 @@ pub fn load_with_env(opts: &LoadOptions, env: Environment) -> Result<Loaded> {
         }
     }
     let mut settings: Settings = cfg.try_deserialize().map_err(|e| Error::Config(e.to_string()))?;
+    let mut warnings = Vec::new();
+    apply_vlm_preset(&mut settings, &mut origins, &mut warnings);
     validate(&settings, &origins)?;
     // The downloader fetches, and the worker checks, only the `onnx/` variant `vlm.dtype` names.
     settings.models.vlm.onnx_variant = Some(super::models::OnnxVariant {
         dtype: settings.vlm.dtype,
         gpu: settings.runtime.execution_provider != super::ExecutionProvider::Cpu,
     });
-    Ok(Loaded { profile, settings, origins, warnings: Vec::new() })
+    Ok(Loaded { profile, settings, origins, warnings })
+}
+
+/// A `models.vlm.repo_id` naming a known model ([`VLM_PRESETS`](super::vlm::VLM_PRESETS)) fills
+/// what the user left at the built-in defaults: the repository with its ONNX graphs, revision
+/// `main` when none is given, the task prompt and the token limits. Keys set in any layer are kept.
+fn apply_vlm_preset(settings: &mut Settings, origins: &mut BTreeMap<String, String>, warnings: &mut Vec<String>) {
+    let repo = &settings.models.vlm.repo_id;
+    let Some(preset) = super::vlm::VlmPreset::for_repo(repo) else { return };
+    let origin = format!("preset for {repo}");
+    let defaulted =
+        |origins: &BTreeMap<String, String>, key: &str| origins.get(key).is_none_or(|o| o == "built-in defaults");
+    if !repo.eq_ignore_ascii_case(preset.onnx_repo) && settings.models.vlm.source.kind == super::SourceKind::Hub {
+        warnings.push(format!(
+            "models.vlm.repo_id `{repo}` has no ONNX graphs; using its transformers.js export `{}`",
+            preset.onnx_repo
+        ));
+        settings.models.vlm.repo_id = preset.onnx_repo.to_owned();
+        origins.insert("models.vlm.repo_id".into(), origin.clone());
+    }
+    if settings.models.vlm.revision.is_empty() {
+        settings.models.vlm.revision = "main".into();
+        origins.insert("models.vlm.revision".into(), origin.clone());
+    }
+    if defaulted(origins, "vlm.prompt") && settings.vlm.prompt.is_empty() {
+        settings.vlm.prompt = preset.prompt.to_owned();
+        origins.insert("vlm.prompt".into(), origin.clone());
+    }
+    if defaulted(origins, "vlm.max_new_tokens") && settings.vlm.max_new_tokens == 0 {
+        settings.vlm.max_new_tokens = preset.max_new_tokens;
+        origins.insert("vlm.max_new_tokens".into(), origin.clone());
+    }
+    if defaulted(origins, "vlm.max_new_tokens_limit") && settings.vlm.max_new_tokens_limit < settings.vlm.max_new_tokens
+    {
+        settings.vlm.max_new_tokens_limit = settings.vlm.max_new_tokens;
+        origins.insert("vlm.max_new_tokens_limit".into(), origin);
+    }
 }
 
 /// Every leaf key of the schema, as `section.key`.
@@ -255,6 +293,32 @@ mod tests {
 
     fn opts(profile: &str) -> LoadOptions {
         LoadOptions { profile: Some(profile.into()), config_file: None }
+    }
+
+    #[test]
+    fn a_known_vlm_repo_fills_what_was_left_at_the_defaults() {
+        let load = |vars: &[(&str, &str)]| load_with_env(&opts("local-dev"), env(vars)).unwrap();
+        let l = load(&[("DOCFLEET__MODELS__VLM__REPO_ID", "ibm-granite/granite-docling-258M")]);
+        assert_eq!(l.settings.models.vlm.repo_id, "onnx-community/granite-docling-258M-ONNX");
+        assert_eq!(l.settings.vlm.prompt, "Convert this page to docling.");
+        assert_eq!((l.settings.vlm.max_new_tokens, l.settings.vlm.max_new_tokens_limit), (8192, 8192));
+        assert_eq!(l.origins["vlm.prompt"], "preset for ibm-granite/granite-docling-258M");
+        assert!(l.warnings.iter().any(|w| w.contains("onnx-community/granite-docling-258M-ONNX")), "{:?}", l.warnings);
+
+        // The export itself: no rewrite, no warning; what the user set stays.
+        let l = load(&[
+            ("DOCFLEET__MODELS__VLM__REPO_ID", "ds4sd/SmolDocling-256M-preview"),
+            ("DOCFLEET__VLM__PROMPT", "Convert table to OTSL."),
+            ("DOCFLEET__VLM__MAX_NEW_TOKENS", "512"),
+        ]);
+        assert_eq!(l.settings.models.vlm.repo_id, "ds4sd/SmolDocling-256M-preview");
+        assert_eq!(l.settings.vlm.prompt, "Convert table to OTSL.");
+        assert_eq!((l.settings.vlm.max_new_tokens, l.settings.vlm.max_new_tokens_limit), (512, 4096));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+
+        // An unknown model is left alone.
+        let l = load(&[("DOCFLEET__MODELS__VLM__REPO_ID", "org/donut"), ("DOCFLEET__MODELS__VLM__REVISION", "main")]);
+        assert_eq!((l.settings.vlm.prompt.as_str(), l.settings.vlm.max_new_tokens), ("", 0));
     }
 
     #[test]

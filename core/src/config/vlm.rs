@@ -174,6 +174,59 @@ impl VlmSettings {
     }
 }
 
+/// A model a user can name in `models.vlm.repo_id` and nothing else: where its ONNX graphs are
+/// published and the settings its model card uses (docs/vlm.md lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlmPreset {
+    /// The repository ids that select the preset (the model's own and its ONNX export's).
+    pub repo_ids: &'static [&'static str],
+    /// The repository holding the transformers.js layout (`onnx/<graph>_<dtype>.onnx`).
+    pub onnx_repo: &'static str,
+    /// Task prompt for jobs that give none.
+    pub prompt: &'static str,
+    /// Token limit per page (a DocTags page is long).
+    pub max_new_tokens: usize,
+}
+
+/// The Idefics3 family presets: granite-docling, SmolDocling and SmolVLM.
+pub const VLM_PRESETS: &[VlmPreset] = &[
+    VlmPreset {
+        repo_ids: &["ibm-granite/granite-docling-258M", "onnx-community/granite-docling-258M-ONNX"],
+        onnx_repo: "onnx-community/granite-docling-258M-ONNX",
+        prompt: "Convert this page to docling.",
+        max_new_tokens: 8192,
+    },
+    VlmPreset {
+        repo_ids: &[
+            "ds4sd/SmolDocling-256M-preview",
+            "docling-project/SmolDocling-256M-preview",
+            "onnx-community/SmolDocling-256M-preview-ONNX",
+        ],
+        onnx_repo: "ds4sd/SmolDocling-256M-preview",
+        prompt: "Convert this page to docling.",
+        max_new_tokens: 8192,
+    },
+    VlmPreset {
+        repo_ids: &["HuggingFaceTB/SmolVLM-256M-Instruct"],
+        onnx_repo: "HuggingFaceTB/SmolVLM-256M-Instruct",
+        prompt: "Convert this page to text.",
+        max_new_tokens: 2048,
+    },
+    VlmPreset {
+        repo_ids: &["HuggingFaceTB/SmolVLM-500M-Instruct"],
+        onnx_repo: "HuggingFaceTB/SmolVLM-500M-Instruct",
+        prompt: "Convert this page to text.",
+        max_new_tokens: 2048,
+    },
+];
+
+impl VlmPreset {
+    /// The preset `repo_id` names, if any.
+    pub fn for_repo(repo_id: &str) -> Option<&'static VlmPreset> {
+        VLM_PRESETS.iter().find(|p| p.repo_ids.iter().any(|r| r.eq_ignore_ascii_case(repo_id)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::VlmDtype;
