@@ -150,3 +150,34 @@ fn connection_failure_says_what_was_tried_and_what_to_check() {
     assert!(stderr.contains("credentials") && stderr.contains("-v for the full detail"), "{stderr}");
     assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "printed once:\n{stderr}");
 }
+
+/// `docfleet completions SHELL` prints a script the shell accepts that knows the subcommands and
+/// their flags; `docfleet man DIR` writes one roff page per command. Neither reads the
+/// configuration (a broken profile does not stop them).
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, bash, stderr) =
+        run(docfleet(tmp.path()).env("DOCFLEET_PROFILE", "no-such-profile").args(["completions", "bash"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    for word in ["enqueue", "results", "redrive", "--pipeline", "--json"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let script = tmp.path().join("docfleet.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let check = run_with_timeout(Command::new("bash").arg("-n").arg(&script), LIMIT);
+    assert!(check.status.success(), "bash -n: {}", text(&check).1);
+    let (code, zsh, _) = run(docfleet(tmp.path()).args(["completions", "zsh"]));
+    assert_eq!(code, Some(0));
+    assert!(zsh.starts_with("#compdef docfleet"), "{}", &zsh[..zsh.len().min(200)]);
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["completions", "tcsh"]));
+    assert_eq!(code, Some(2), "an unknown shell is a usage error: {stderr}");
+
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["man", "man"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let page = |name: &str| std::fs::read_to_string(tmp.path().join("man").join(name)).unwrap();
+    assert!(page("docfleet.1").contains(".TH docfleet 1"), "{}", page("docfleet.1"));
+    let run_page = page("docfleet-run.1");
+    assert!(run_page.contains("Exit status") && run_page.contains("\\-\\-out"), "{run_page}");
+    assert!(page("docfleet-dlq-redrive.1").contains("DLQ"));
+}

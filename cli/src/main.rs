@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use docfleet_core::config::{LoadOptions, Loaded, load};
 use docfleet_core::config::{QueueBackend, StoreBackend};
 use docfleet_core::{Backends, Settings, telemetry};
@@ -62,6 +62,20 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    ///
+    /// bash: `docfleet completions bash > ~/.local/share/bash-completion/completions/docfleet`;
+    /// zsh: into a directory on `$fpath` as `_docfleet`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (docfleet.1 and one per subcommand, e.g. docfleet-run.1) into DIR.
+    Man {
+        /// Directory to write into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +130,20 @@ fn error_text(e: &anyhow::Error, verbose: u8) -> String {
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Generated from the command definitions; they need no configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "docfleet", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let loaded = load(&LoadOptions { profile: cli.profile.clone(), config_file: cli.config.clone() })?;
     let mut log = loaded.settings.log.clone();
     log.level = ["warn", "info", "debug"][cli.verbose.min(2) as usize].to_owned();
@@ -144,6 +172,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
     match command {
+        // Answered in real_main before the configuration is loaded.
+        Command::Completions { .. } | Command::Man { .. } => Ok(()),
         Command::Config { command: ConfigCommand::Show } => {
             print!("{}", loaded.to_toml());
             Ok(())
