@@ -90,7 +90,7 @@ impl Metrics {
         );
         let messages = Counter::default();
         registry.register("messages_received", "Queue messages received", messages.clone());
-        let receive_batch = Histogram::new([0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0].into_iter());
+        let receive_batch = Histogram::new([0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         registry.register("receive_batch_size", "Messages per non-empty receive call", receive_batch.clone());
         let heartbeat_extensions = Counter::default();
         registry.register(
@@ -116,7 +116,7 @@ impl Metrics {
         registry.register("dead_lettered", "Messages moved to the dead-letter queue", dead_lettered.clone());
         let delete_failures = Counter::default();
         registry.register("delete_failures", "Message deletes that failed after retries", delete_failures.clone());
-        let delete_batch = Histogram::new([1.0, 2.0, 4.0, 6.0, 8.0, 10.0].into_iter());
+        let delete_batch = Histogram::new([1.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         registry.register("delete_batch_size", "Receipts per DeleteMessageBatch call", delete_batch.clone());
         let backend_errors = Family::<KindLabel, Counter>::default();
         registry.register("backend_errors", "Queue/store call failures by operation", backend_errors.clone());
