@@ -372,3 +372,71 @@ async fn documents_are_prefetched_within_the_byte_budget() {
     assert!(most <= budget as f64, "held {most} bytes, over the {budget}-byte budget");
     assert!(most >= 2.0 * doc.len() as f64, "at most {most} bytes held: nothing fetched ahead of the slot");
 }
+
+/// SIGTERM during start-up exits 0 at once: while the queue is unreachable (the worker waits
+/// it out, /ready false) and while models load (local-dev: the embedded queue answers at once,
+/// then the OCR sessions are built).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_exits_0_promptly() {
+    let start = |profile: &str, port: u16, extra: &[(&str, String)]| {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(docfleet_tests::bin("docfleet-worker"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DOCFLEET_PROFILE", profile)
+            .env("DOCFLEET__WORKER__HTTP_PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .current_dir(tmp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for var in ["HOME", "HF_HOME", "HF_HUB_CACHE", "ORT_DYLIB_PATH"] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        (cmd.spawn().unwrap(), tmp)
+    };
+
+    // An endpoint nobody listens on: the worker retries with backoff until stopped.
+    let port = docfleet_tests::free_port();
+    let dead = format!("http://127.0.0.1:{}", docfleet_tests::free_port());
+    let (child, _tmp) = start(
+        "aws-mock",
+        port,
+        &[
+            ("DOCFLEET__AWS__ENDPOINT_URL", dead),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ],
+    );
+    let pid = child.id() as i32;
+    wait_for("/health", Duration::from_secs(30), async || http_get(port, "/health").is_some()).await;
+    // The signal lands inside the SDK's own connection retries or in the worker's backoff wait.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(http_get(port, "/ready").map(|r| status_of(&r)), Some(503), "not ready without a queue");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = wait_output(child, Duration::from_secs(10));
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("during start-up"), "{stderr}");
+
+    // Model loading: signal as soon as /health answers; if /ready was still false then, the
+    // worker must say it stopped during start-up.
+    let port = docfleet_tests::free_port();
+    let (child, _tmp) = start("local-dev", port, &[]);
+    let pid = child.id() as i32;
+    wait_for("/health", Duration::from_secs(30), async || http_get(port, "/health").is_some()).await;
+    let ready_before = http_get(port, "/ready").map(|r| status_of(&r)) == Some(200);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = wait_output(child, Duration::from_secs(20));
+    let stderr = text(&out).1;
+    assert!(out.status.success(), "{:?}\n{stderr}", out.status);
+    if !ready_before {
+        assert!(stderr.contains("during start-up"), "{stderr}");
+    }
+}

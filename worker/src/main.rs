@@ -54,25 +54,36 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the HTTP endpoints to {addr}"))?;
     }
-    // An unreachable queue at start-up is waited out (with /ready false), as a pod starting
-    // before its endpoint would; a queue that does not exist is a configuration error.
-    let mut delay = Duration::from_millis(500);
-    let backends = loop {
-        match Backends::connect(&loaded.settings).await {
-            Ok(b) => break b,
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "queue or store unreachable; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
+    // Start-up (waiting for the queue, loading models) is cut short by SIGTERM/SIGINT: nothing
+    // has been received yet, so the worker exits 0 at once, as a pod being scaled down expects.
+    let backends = tokio::select! {
+        b = connect(&loaded.settings, &shutdown) => match b? {
+            Some(b) => b,
+            None => {
+                stopped_during_start_up("waiting for the queue", &http_stop);
+                return Ok(());
             }
-            Err(e) => return Err(anyhow::Error::new(e).context("connecting to the queue and store")),
+        },
+        _ = shutdown.cancelled() => {
+            stopped_during_start_up("connecting to the queue", &http_stop);
+            return Ok(());
         }
     };
     let loading = Instant::now();
-    let pipelines = Pipelines::builtin(&loaded.settings);
+    // Loading runs on the blocking pool so a signal is seen while onnxruntime builds sessions.
+    let settings = loaded.settings.clone();
+    let load = tokio::task::spawn_blocking(move || Pipelines::builtin(&settings));
+    let pipelines = tokio::select! {
+        p = load => p.context("loading the pipelines")?,
+        _ = shutdown.cancelled() => {
+            stopped_during_start_up("loading models", &http_stop);
+            // The loading thread cannot be interrupted and nothing else is running, so leave
+            // now rather than wait for it. `_exit`, not `exit`: exit's static destructors
+            // (onnxruntime's) race the thread still building sessions and abort the process.
+            // SAFETY: _exit only ends the process; no Rust state is observed afterwards.
+            unsafe { libc::_exit(0) }
+        }
+    };
     // A worker that cannot run its default pipeline (or a required one) must not take jobs.
     pipelines.get(&loaded.settings.worker.default_pipeline).context("worker.default_pipeline")?;
     if loaded.settings.ocr.required {
@@ -91,4 +102,30 @@ async fn main() -> anyhow::Result<()> {
     http_stop.cancel();
     eprintln!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// Connect to the queue and store. An unreachable queue at start-up is waited out (with /ready
+/// false), as a pod starting before its endpoint would; a queue that does not exist is a
+/// configuration error. `None`: stopped by a signal while waiting.
+async fn connect(settings: &docfleet_core::Settings, shutdown: &CancellationToken) -> anyhow::Result<Option<Backends>> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match Backends::connect(settings).await {
+            Ok(b) => return Ok(Some(b)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "queue or store unreachable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(None),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("connecting to the queue and store")),
+        }
+    }
+}
+
+fn stopped_during_start_up(what: &str, http_stop: &CancellationToken) {
+    tracing::info!("shutdown signal during start-up ({what}); exiting");
+    http_stop.cancel();
 }
