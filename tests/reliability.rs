@@ -440,3 +440,36 @@ async fn sigterm_during_start_up_exits_0_promptly() {
         assert!(stderr.contains("during start-up"), "{stderr}");
     }
 }
+
+/// A worker holds at most `concurrency` running + `worker.max_waiting` waiting messages: with 2
+/// slots and `max_waiting = 1` it holds 3 of 12 messages, though a receive could take 10 (and
+/// before `max_waiting`, 2 slots + 2 receives × 10 did). SQS also counts a finished job's
+/// message as in flight until its batched delete lands: at most the 2 that finish within one
+/// `delete_flush_ms`, so never more than 5 are seen invisible. Every job gets its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holds_no_more_than_its_slots_and_max_waiting() {
+    let fx = Fixture::new("max-waiting", 10, 60).await;
+    let doc = std::fs::read(repo_root().join("samples/invoice.png")).unwrap();
+    for i in 0..12 {
+        fx.put_input(&format!("docs/{i}.png"), doc.clone()).await;
+    }
+    let bodies: Vec<String> =
+        (0..12).map(|i| sleep_job(&fx, &format!("w{i}"), &format!("docs/{i}.png"), 400)).collect();
+    fx.send_raw(&bodies.iter().map(String::as_str).collect::<Vec<_>>()).await;
+
+    let mut cmd = worker(&fx, docfleet_tests::free_port());
+    cmd.env("DOCFLEET__WORKER__CONCURRENCY", "2").env("DOCFLEET__WORKER__MAX_WAITING", "1").arg("--exit-when-empty");
+    let child = cmd.spawn().unwrap();
+    let mut most_held = 0;
+    let deadline = Instant::now() + LIMIT;
+    while fx.output_keys("results/").await.len() < 12 && Instant::now() < deadline {
+        let (_, in_flight, _) = fx.depth(&fx.queue_url).await;
+        most_held = most_held.max(in_flight);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = wait_output(child, LIMIT);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(summary(&out)["jobs_succeeded"], 12, "{}", text(&out).1);
+    assert!(most_held >= 2, "the worker was seen holding its running jobs ({most_held})");
+    assert!(most_held <= 5, "held {most_held} messages at once; 2 slots + max_waiting 1 + 2 pending deletes allow 5");
+}

@@ -15,8 +15,14 @@ pub struct WorkerSettings {
     pub receive_batch: u32,
     /// Long-poll wait per receive call in seconds (0–20).
     pub receive_wait_seconds: u32,
-    /// Receive calls in flight at once (each needs room for a whole batch).
+    /// Receive calls in flight at once (each asks for as many messages as there is room for,
+    /// up to `receive_batch`).
     pub receive_concurrency: usize,
+    /// Messages received but not started (waiting for a job slot) one worker holds at most; a
+    /// receive never asks for more than free slots + this. A held message is invisible to other
+    /// workers and each redelivery after a crash costs one of the queue's `maxReceiveCount`
+    /// receives, so the look-ahead is kept small. Unset: `concurrency`.
+    pub max_waiting: Option<usize>,
     /// Bytes of input documents fetched ahead of a free job slot, at most (messages already
     /// received fetch their documents while other jobs run; results are stored after the slot is
     /// freed). A document counts as `limits.max_input_bytes` until its size is known; pages
@@ -66,6 +72,7 @@ impl Default for WorkerSettings {
             receive_batch: 10,
             receive_wait_seconds: 20,
             receive_concurrency: 2,
+            max_waiting: None,
             max_prefetch_bytes: 256 << 20,
             decode_ahead: 1,
             visibility_timeout_seconds: 300,
@@ -86,6 +93,11 @@ impl Default for WorkerSettings {
 }
 
 impl WorkerSettings {
+    /// `max_waiting`, or its default (`concurrency`).
+    pub fn max_waiting(&self) -> usize {
+        self.max_waiting.unwrap_or(self.concurrency)
+    }
+
     /// Check values the types cannot: ranges, relations between keys.
     pub(super) fn validate(&self, fail: &Fail) -> Result<()> {
         if self.concurrency == 0 || self.concurrency > 1024 {

@@ -204,9 +204,10 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken, stop: StopWhen) -> Result<Summary> {
         let s = &self.inner.settings.worker;
         // `slots` bounds jobs running at once; `held` bounds messages received and not finished
-        // (running or waiting for a slot). Up to `receive_concurrency` receives run at once, each
-        // started only when a whole batch fits, so the next batches arrive while the current one
-        // runs instead of one message per freed slot, and prefetch stays bounded.
+        // (running, or waiting for a slot: at most `max_waiting` of those). Up to
+        // `receive_concurrency` receives run at once, each asking for as many messages as there is
+        // room for (up to a batch), so the next messages arrive while the current ones run and
+        // a crash strands few of them (each stranded message costs a receive of its budget).
         let batch = s.receive_batch as usize;
         let receivers = s.receive_concurrency;
         let gates = Arc::new(Gates {
@@ -215,7 +216,7 @@ impl Worker {
             decode: Arc::new(Semaphore::new(s.decode_ahead)),
             shutdown: shutdown.clone(),
         });
-        let held = Arc::new(Semaphore::new(s.concurrency + batch * receivers));
+        let held = Arc::new(Semaphore::new(s.concurrency + s.max_waiting()));
         let mut receiving = futures::stream::FuturesUnordered::new();
         let (delete_tx, delete_rx) = mpsc::channel::<String>(1024);
         let deleter = tokio::spawn(run_deleter(self.clone(), delete_rx));
@@ -233,11 +234,18 @@ impl Worker {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = receiving.next(), if !receiving.is_empty() => done,
-                // Start another receive when a whole batch fits.
-                permits = held.clone().acquire_many_owned(batch as u32), if receiving.len() < receivers => {
-                    let room = permits.expect("semaphore open");
+                // Start another receive when there is room for one message, asking for all the
+                // room there is (up to a batch). Only this loop takes permits, so the ones counted
+                // as available are there to take.
+                permit = held.clone().acquire_owned(), if receiving.len() < receivers => {
+                    let mut room = permit.expect("semaphore open");
+                    let more = held.available_permits().min(batch - 1);
+                    if more > 0 {
+                        room.merge(held.clone().try_acquire_many_owned(more as u32).expect("permits counted as available"));
+                    }
+                    let asked = room.num_permits() as u32;
                     let queue = self.inner.backends.queue.clone();
-                    receiving.push(async move { (room, queue.receive(batch as u32, wait, visibility).await) });
+                    receiving.push(async move { (room, queue.receive(asked, wait, visibility).await) });
                     continue;
                 }
             };
