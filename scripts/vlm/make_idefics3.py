@@ -434,7 +434,7 @@ def export_onnx(model, out: Path, check=True) -> dict:
                                         "pixel_attention_mask": {0: "batch_size", 1: "num_images"},
                                         "image_features": {0: "batch_size_x_num_images"}},
                           opset_version=17, dynamo=False, do_constant_folding=True)
-    _fix_output_dim(onnx_dir / "vision_encoder.onnx", 1, IMAGE_SEQ_LEN if S == TILE else (S // cfg.vision_config.patch_size) ** 2 // cfg.scale_factor**2)
+    _fix_output_dim(onnx_dir / "vision_encoder.onnx", 1, (S // cfg.vision_config.patch_size) ** 2 // cfg.scale_factor**2)
     # embed_tokens
     et = EmbedTokens(model).eval()
     ids = torch.randint(0, tc.vocab_size, (2, 5), generator=g)
@@ -839,9 +839,11 @@ def main():
     log(f"model seed {seed}, init std {std}")
     model = build_model(seed, std)
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if out.exists():  # start clean, but keep the hand-written README
+        for p in out.iterdir():
+            if p.name != "README.md":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir()
     images = {}
     for n, im in pages.items():
@@ -883,7 +885,7 @@ def main():
     ref["generate"] = generation_references(model, proc, pages, out / "onnx")
     files = {}
     for p in sorted(out.rglob("*")):
-        if p.is_file() and p.name != "reference.json":
+        if p.is_file() and p.name not in ("reference.json", "README.md"):
             files[str(p.relative_to(out))] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
     ref["files"] = files
     (out / "reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
@@ -891,22 +893,39 @@ def main():
     log(f"wrote {out} ({total / 1e6:.2f} MB + reference.json)")
 
 
+BENCH_PAGES = {"a4_150dpi": (1240, 1754), "landscape": (1754, 1240), "letter_100dpi": (850, 1100),
+               "strip_wide": (1600, 240)}
+
+
 def make_bench(out: Path):
-    """A random model at SmolVLM-256M-Instruct's sizes, exported the same way (not committed)."""
+    """A random model at HuggingFaceTB/SmolVLM-256M-Instruct's sizes (text: hidden 576, 30 layers, 9 heads,
+    3 kv heads, head_dim 64, vocabulary 49280; vision: hidden 768, 12 layers, 12 heads, 512 tiles, patch 16;
+    scale_factor 4 → image_seq_len 64), transformers' default init, exported the same way. Not committed:
+    ~1 GB of fp32 graphs. Also writes the benchmark pages under OUTDIR/pages/."""
     from transformers import Idefics3ImageProcessor
 
     proc = make_processor()
     model = build_model(0, 0.0, tiny=False)
     out.mkdir(parents=True, exist_ok=True)
     # Processor at the real sizes: 512 tiles, longest_edge 2048, image_seq_len 64; the tiny tokenizer
-    # (the vocabulary of the model is 49280, the tokenizer's ids are a subset).
+    # (the model's vocabulary is 49280, the tokenizer's 576 ids are a subset of it).
     proc.image_processor = Idefics3ImageProcessor(
         do_convert_rgb=True, do_resize=True, size={"longest_edge": 2048}, resample=Image.LANCZOS,
         do_image_splitting=True, max_image_size={"longest_edge": 512}, do_rescale=True, rescale_factor=1 / 255,
         do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_pad=True)
     proc.image_seq_len = 64
     write_model_dir(model, proc, out)
-    export_onnx(model, out, check=False)
+    model.save_pretrained(out / "torch")  # for bench_idefics3_python.py's transformers engine
+    (out / "pages").mkdir(exist_ok=True)
+    rng = np.random.default_rng(IMAGE_SEED + 2)
+    for name, (w, h) in BENCH_PAGES.items():
+        _page(w, h, rng).save(out / "pages" / f"{name}.png", compress_level=9)
+    log("exporting (a few minutes on 2 cores) …")
+    diffs = export_onnx(model, out, check=True)
+    (out / "bench_model.json").write_text(json.dumps({
+        "generator": "scripts/vlm/make_idefics3.py --bench", "parameters": sum(p.numel() for p in model.parameters()),
+        "onnx_vs_torch_max_abs_diff": diffs, "onnx_signatures": onnx_signatures(out / "onnx"),
+        "pages": {n: list(wh) for n, wh in BENCH_PAGES.items()}}, indent=1) + "\n")
     log(f"wrote {out}")
 
 
