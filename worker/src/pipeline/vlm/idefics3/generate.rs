@@ -3,11 +3,13 @@
 //! page's tiles through the vision encoder; the padded prompt ids through `embed_tokens`, the
 //! image features scattered into the `<image>` positions in order; one prefill over the whole
 //! prompt (attention mask 0 on padding, position ids `cumsum(mask) - 1`, 1 on padding); then one
-//! token per step, `embed_tokens` on it and the decoder on the cache. A row leaves the batch when
+//! token per step, `embed_tokens` on it and the decoder on the cache. `Times::encoder` counts the
+//! vision encoder and prompt embedding runs, `Times::decoder` the decoder and per-token embedding
+//! runs; everything else is host time. A row leaves the batch when
 //! it stops (its cache rows dropped); the cache is never copied otherwise: each step's
 //! `present.*` outputs are the next step's `past_key_values.*` inputs as they are.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use docfleet_core::{Error, Result};
 use ort::session::SessionInputValue;
@@ -32,7 +34,7 @@ fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
 }
 
 /// The vision encoder on one page's tiles: `tiles × image_seq_len × hidden` features, flat.
-fn encode_page(s: &Sessions, page: &PageInput) -> Result<(Vec<f32>, usize)> {
+fn encode_page(s: &Sessions, page: &PageInput, run: &mut Duration) -> Result<(Vec<f32>, usize)> {
     let shape = vec![1, page.tiles, 3, page.side, page.side];
     let pixels = s.pixel_type.tensor(shape.clone(), &page.pixels)?;
     let mask = s.vision_mask.then(|| {
@@ -41,11 +43,13 @@ fn encode_page(s: &Sessions, page: &PageInput) -> Result<(Vec<f32>, usize)> {
     });
     let mask = mask.transpose().map_err(ort_err("pixel_attention_mask"))?;
     let mut session = s.vision.lock();
+    let t = Instant::now();
     let outputs = match &mask {
         Some(m) => session.run(ort::inputs!["pixel_values" => &pixels, "pixel_attention_mask" => m]),
         None => session.run(ort::inputs!["pixel_values" => &pixels]),
     }
     .map_err(|e| Error::Model(format!("{} failed on input {shape:?}: {e}", s.vision.file)))?;
+    *run += t.elapsed();
     let out = outputs
         .get(s.vision_output.as_str())
         .ok_or_else(|| Error::Model(format!("{} returned no {}", s.vision.file, s.vision_output)))?;
@@ -54,12 +58,14 @@ fn encode_page(s: &Sessions, page: &PageInput) -> Result<(Vec<f32>, usize)> {
     Ok((values, hidden))
 }
 
-fn embed(s: &Sessions, ids: &[i64], rows: usize, len: usize) -> Result<DynValue> {
+fn embed(s: &Sessions, ids: &[i64], rows: usize, len: usize, run: &mut Duration) -> Result<DynValue> {
     let input = Tensor::from_array(([rows, len], ids.to_vec())).map_err(ort_err("input_ids"))?;
     let mut session = s.embed.lock();
+    let t = Instant::now();
     let mut outputs = session
         .run(ort::inputs!["input_ids" => input])
         .map_err(|e| Error::Model(format!("{} failed on {rows}×{len} ids: {e}", s.embed.file)))?;
+    *run += t.elapsed();
     outputs
         .remove(s.embed_output.as_str())
         .ok_or_else(|| Error::Model(format!("{} returned no {}", s.embed.file, s.embed_output)))
@@ -82,10 +88,9 @@ pub fn generate(
     }
 
     // Vision encoder, page by page (each page's own tile count).
-    let t = Instant::now();
     let mut features = Vec::with_capacity(batch);
     for page in pages {
-        features.push(encode_page(s, page)?);
+        features.push(encode_page(s, page, &mut times.encoder)?);
     }
 
     // Left-padded prompts, embedded, with the image features in the <image> positions.
@@ -101,7 +106,7 @@ pub fn generate(
             positions[i] = k as i64;
         }
     }
-    let embedded = embed(s, &ids, batch, width)?;
+    let embedded = embed(s, &ids, batch, width, &mut times.encoder)?;
     let (edims, mut embeds) = read_f32(&embedded, &s.embed_output)?;
     let hidden = *edims.last().unwrap_or(&0);
     if edims.len() != 3 || edims[0] != batch || edims[1] != width || hidden == 0 {
@@ -123,7 +128,6 @@ pub fn generate(
             embeds[at..at + hidden].copy_from_slice(&values[j * hidden..(j + 1) * hidden]);
         }
     }
-    times.encoder = t.elapsed();
     let mut step_embeds = s.decoder_type.tensor(vec![batch, width, hidden], &embeds)?;
     drop(embeds);
 
@@ -218,9 +222,7 @@ pub fn generate(
             step_ids = keep.iter().map(|&r| step_ids[r]).collect();
             active = keep.iter().map(|&r| active[r]).collect();
         }
-        let t = Instant::now();
-        step_embeds = embed(s, &step_ids, active.len(), 1)?;
-        times.decoder += t.elapsed();
+        step_embeds = embed(s, &step_ids, active.len(), 1, &mut times.decoder)?;
     }
     let generated = seqs
         .into_iter()

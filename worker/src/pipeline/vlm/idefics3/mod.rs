@@ -351,6 +351,7 @@ impl Idefics3Engine {
         let mut texts = Vec::with_capacity(read.len());
         let (mut preprocess, mut tokens) = (Duration::ZERO, 0usize);
         let mut batches: Vec<Times> = Vec::new();
+        let mut doctags: Vec<String> = Vec::new();
         for (i, (page, r)) in pages.iter().zip(&read).enumerate() {
             if batches.len() == r.batch {
                 batches.push(r.times);
@@ -378,7 +379,9 @@ impl Idefics3Engine {
                 },
             });
             if self.docling {
-                v["doctags"] = json!(self.doctags(&r.generated)?);
+                let tags = self.doctags(&r.generated)?;
+                v["doctags"] = json!(tags);
+                doctags.push(tags);
             }
             if let Some(dpi) = page.dpi {
                 v["dpi"] = json!(dpi);
@@ -417,6 +420,22 @@ impl Idefics3Engine {
                 "total": ms(started.elapsed()),
             },
         });
+        let mut output = output;
+        if self.docling {
+            // The pages as one document: DocTags boxes in page pixels.
+            let inputs: Vec<docfleet_core::doctags::PageInput<'_>> = doctags
+                .iter()
+                .zip(pages)
+                .map(|(t, p)| {
+                    docfleet_core::doctags::PageInput::with_size(t, p.image.width() as f64, p.image.height() as f64)
+                })
+                .collect();
+            let doc = docfleet_core::doctags::parse(&inputs);
+            output["markdown"] = json!(doc.to_markdown());
+            output["html"] = json!(doc.to_html("document"));
+            output["document"] = doc.to_json();
+            output["warnings"] = json!(doc.warnings.iter().map(ToString::to_string).collect::<Vec<_>>());
+        }
         Ok((output, format!("{text_out}\n")))
     }
 }

@@ -201,6 +201,23 @@ fn documents_run_as_a_docling_model_with_batched_pages() {
         texts.push(want["text"].as_str().unwrap().to_owned());
     }
     assert_eq!(text, format!("{}\n", texts.join("\n\u{c}\n")));
+    // The random model's DocTags are no document: the converter still gives one, with warnings.
+    let md = docfleet_core::doctags::parse(
+        &(0..4)
+            .map(|i| {
+                let p = &out["pages"][i];
+                docfleet_core::doctags::PageInput::with_size(
+                    p["doctags"].as_str().unwrap(),
+                    p["width"].as_f64().unwrap(),
+                    p["height"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+    .to_markdown();
+    assert_eq!(out["markdown"], md.as_str());
+    assert!(out["html"].as_str().unwrap().contains("<html") || out["html"].as_str().unwrap().contains("<body"));
+    assert!(out["document"].is_object() && out["warnings"].is_array(), "{}", out["document"]);
     for key in ["preprocess", "encoder", "decoder", "outside_session_run", "total"] {
         assert!(out["timings_ms"][key].as_f64().is_some(), "{key}");
     }
