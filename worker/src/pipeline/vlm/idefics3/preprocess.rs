@@ -137,13 +137,13 @@ fn longest_edge_size(height: u32, width: u32, max_len: u32) -> (u64, u64) {
     if w >= h {
         w = max_len as f64;
         h = (w / aspect).trunc();
-        if h as u64 % 2 != 0 {
+        if !(h as u64).is_multiple_of(2) {
             h += 1.0;
         }
     } else {
         h = max_len as f64;
         w = (h * aspect).trunc();
-        if w as u64 % 2 != 0 {
+        if !(w as u64).is_multiple_of(2) {
             w += 1.0;
         }
     }
