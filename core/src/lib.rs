@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod backends;
 pub mod config;
+pub mod doctags;
 pub mod job;
 pub mod keys;
 pub mod models;

@@ -76,6 +76,26 @@ impl ModelConfig {
         })
     }
 
+    /// A decoder-only model's `config.json` (Idefics3 family): the text model's section
+    /// (`text_config`) stands where a vision-encoder-decoder's `decoder` section is, so the
+    /// generation settings are found the same way.
+    pub fn decoder_only(path: &Path) -> Result<Self> {
+        let mut raw = read_json(path)?;
+        let model_type = get(&raw, "model_type").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+        let text = get(&raw, "text_config").cloned().unwrap_or(Value::Null);
+        let max_positions = get(&text, "max_position_embeddings").and_then(Value::as_u64).map(|n| n as usize);
+        let vocab_size = get(&text, "vocab_size").and_then(Value::as_u64).map(|n| n as usize);
+        if let Some(obj) = raw.as_object_mut() {
+            obj.insert("decoder".into(), text);
+        }
+        Ok(Self { encoder_type: String::new(), decoder_type: model_type, max_positions, vocab_size, raw })
+    }
+
+    /// A top-level key of `config.json`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        get(&self.raw, key)
+    }
+
     /// Donut checkpoints take a task prompt as their whole decoder input; other models get the
     /// decoder start token in front of a prompt that lacks it (`transformers`'
     /// `_prepare_decoder_input_ids_for_generation`).

@@ -8,6 +8,7 @@
 pub mod batching;
 pub mod config;
 pub mod generate;
+pub mod idefics3;
 pub mod preprocess;
 pub mod resample;
 pub mod session;
@@ -460,19 +461,74 @@ fn job_params(params: &Map<String, Value>, limit: usize) -> Result<(Option<Strin
     Ok((prompt, max_new_tokens))
 }
 
+/// The model families the pipeline knows, by `config.json`'s `model_type`.
+pub const FAMILIES: [&str; 2] =
+    ["vision-encoder-decoder (Donut, TrOCR, Nougat)", "idefics3 (granite-docling, SmolDocling, SmolVLM)"];
+
+/// The loaded model of one family.
+enum Family {
+    VisionEncoderDecoder(Arc<VlmEngine>),
+    Idefics3(Arc<idefics3::Idefics3Engine>),
+}
+
 /// The `vlm` pipeline.
 pub struct Vlm {
-    engine: Arc<VlmEngine>,
+    family: Family,
+}
+
+/// Which family `models.vlm` is, from its `config.json` (`None`: not readable yet; the loader
+/// names what is missing).
+fn family_of(settings: &Settings) -> Result<Option<bool>> {
+    let Ok(snap) = models::resolve(&settings.models, "vlm", &settings.models.vlm) else { return Ok(None) };
+    let Ok(bytes) = std::fs::read(snap.file("config.json")) else { return Ok(None) };
+    let Ok(config) = serde_json::from_slice::<Value>(&bytes) else { return Ok(None) };
+    if idefics3::is_idefics3(&config) {
+        return Ok(Some(true));
+    }
+    let is_ved =
+        config.get("encoder").is_some_and(Value::is_object) && config.get("decoder").is_some_and(Value::is_object);
+    if is_ved {
+        return Ok(Some(false));
+    }
+    let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("(none)");
+    Err(Error::Model(format!(
+        "{}: model_type `{model_type}` is not a model family the vlm pipeline knows (known: {})",
+        snap.file("config.json").display(),
+        FAMILIES.join("; ")
+    )))
 }
 
 impl Vlm {
     pub fn new(engine: Arc<VlmEngine>) -> Self {
-        Self { engine }
+        Self { family: Family::VisionEncoderDecoder(engine) }
+    }
+
+    /// The vision-encoder-decoder engine, if that is the family loaded.
+    pub fn vision_encoder_decoder(&self) -> Option<&Arc<VlmEngine>> {
+        match &self.family {
+            Family::VisionEncoderDecoder(e) => Some(e),
+            Family::Idefics3(_) => None,
+        }
+    }
+
+    /// The Idefics3 engine, if that is the family loaded.
+    pub fn idefics3(&self) -> Option<&Arc<idefics3::Idefics3Engine>> {
+        match &self.family {
+            Family::Idefics3(e) => Some(e),
+            Family::VisionEncoderDecoder(_) => None,
+        }
     }
 
     /// Load the engine for `settings`, adding the setup hint to a failure that involves onnxruntime.
     pub fn load(settings: &Settings) -> Result<Self> {
-        VlmEngine::load(settings).map(|e| Self::new(Arc::new(e))).map_err(|e| match e {
+        let loaded = match family_of(settings) {
+            Ok(Some(true)) => models::resolve(&settings.models, "vlm", &settings.models.vlm)
+                .and_then(|snap| idefics3::Idefics3Engine::load(settings, snap))
+                .map(|e| Self { family: Family::Idefics3(Arc::new(e)) }),
+            Ok(_) => VlmEngine::load(settings).map(|e| Self::new(Arc::new(e))),
+            Err(e) => Err(e),
+        };
+        loaded.map_err(|e| match e {
             Error::Model(m) if m.contains("onnxruntime") && !m.contains(SETUP_HINT) => {
                 Error::Model(format!("{m}. {SETUP_HINT}"))
             }
@@ -488,17 +544,25 @@ impl Pipeline for Vlm {
     }
 
     fn rasterizes_at(&self) -> Option<f32> {
-        Some(self.engine.pdf_dpi())
+        Some(match &self.family {
+            Family::VisionEncoderDecoder(e) => e.pdf_dpi(),
+            Family::Idefics3(e) => e.pdf_dpi(),
+        })
     }
 
     async fn process(&self, doc: &Document, params: &Map<String, Value>) -> Result<PipelineOutput> {
         let (bytes, pages) = (doc.bytes.clone(), doc.pages.clone());
         let params = params.clone();
-        let engine = self.engine.clone();
-        let (result, text) =
-            tokio::task::spawn_blocking(move || engine.read_rasterized(&bytes, pages.as_deref(), &params))
-                .await
-                .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
+        let family = match &self.family {
+            Family::VisionEncoderDecoder(e) => Family::VisionEncoderDecoder(e.clone()),
+            Family::Idefics3(e) => Family::Idefics3(e.clone()),
+        };
+        let (result, text) = tokio::task::spawn_blocking(move || match family {
+            Family::VisionEncoderDecoder(e) => e.read_rasterized(&bytes, pages.as_deref(), &params),
+            Family::Idefics3(e) => e.read_rasterized(&bytes, pages.as_deref(), &params),
+        })
+        .await
+        .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
         Ok(PipelineOutput { result, text: Some(text) })
     }
 }

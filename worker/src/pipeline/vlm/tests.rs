@@ -170,7 +170,7 @@ fn engine(layout: VlmDecoderLayout) -> Arc<VlmEngine> {
         let vlm = Vlm::load(&settings).unwrap_or_else(|e| {
             panic!("cannot load the fixture model (needs onnxruntime: run `scripts/setup/onnxruntime.sh`): {e}")
         });
-        vlm.engine
+        vlm.vision_encoder_decoder().unwrap().clone()
     })
     .clone()
 }
@@ -316,7 +316,9 @@ fn multi_page_documents_are_batched_with_per_sequence_stops() {
 fn engine_fresh(layout: VlmDecoderLayout) -> Arc<VlmEngine> {
     let dir = if layout == VlmDecoderLayout::Split { "split" } else { "merged" };
     let settings = settings_for(&fixtures().join("tiny-ved").join(dir), layout);
-    Vlm::load(&settings).map(|v| v.engine).unwrap_or_else(|e| panic!("needs `scripts/setup/onnxruntime.sh`: {e}"))
+    Vlm::load(&settings)
+        .map(|v| v.vision_encoder_decoder().unwrap().clone())
+        .unwrap_or_else(|e| panic!("needs `scripts/setup/onnxruntime.sh`: {e}"))
 }
 
 #[test]
@@ -420,8 +422,9 @@ fn pages_of_different_jobs_generate_together_with_the_same_tokens() {
     let mut settings = settings_for(&fixtures().join("tiny-ved/merged"), VlmDecoderLayout::Merged);
     settings.vlm.batch_across_jobs = Some(true);
     settings.vlm.batch_max_wait_ms = 200;
-    let engine =
-        Vlm::load(&settings).map(|v| v.engine).unwrap_or_else(|e| panic!("needs `scripts/setup/onnxruntime.sh`: {e}"));
+    let engine = Vlm::load(&settings)
+        .map(|v| v.vision_encoder_decoder().unwrap().clone())
+        .unwrap_or_else(|e| panic!("needs `scripts/setup/onnxruntime.sh`: {e}"));
     let start = Arc::new(std::sync::Barrier::new(order.len()));
     let handles: Vec<_> = order
         .iter()

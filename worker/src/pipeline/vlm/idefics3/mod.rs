@@ -1,0 +1,441 @@
+//! The Idefics3 family (granite-docling, SmolDocling, SmolVLM) in the `vlm` pipeline, from a
+//! transformers.js / onnx-community export: what the family adds to the pipeline is its
+//! preprocessing ([`preprocess`]: tiles plus the global image), its prompt ([`prompt`]: the
+//! model's chat template, then the image placeholders expanded) and its decoder-only generation
+//! with left padding ([`generate`]). Pages of a document are generated `vlm.batch_size` at a time.
+
+pub mod generate;
+pub mod preprocess;
+pub mod prompt;
+pub mod session;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use docfleet_core::config::{ExecutionProvider, Limits, VlmDtype, VlmSettings};
+use docfleet_core::models::{self, Snapshot};
+use docfleet_core::{Error, Result, Settings};
+use image::RgbImage;
+use serde_json::{Map, Value, json};
+
+use self::generate::PageInput;
+use self::preprocess::{Idefics3Processor, Tiles};
+use self::prompt::ChatTemplate;
+use self::session::{GRAPHS, Sessions};
+use super::config::{GenerationConfig, ModelConfig};
+use super::generate::{Generated, Rules, Times};
+use super::tokenizer::Tokenizer;
+use crate::document::{Rasterized, given_or_rasterize};
+use crate::runtime::Runtime;
+
+/// The `model_type` of `config.json` this family answers to.
+pub const MODEL_TYPE: &str = "idefics3";
+/// Files beside the graphs (`processor_config.json`, `generation_config.json` and a chat
+/// template file are read when present).
+const REQUIRED_FILES: [&str; 4] =
+    ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"];
+/// The docling models' own task prompt.
+pub const DOCLING_PROMPT: &str = "Convert this page to docling.";
+/// The task prompt of the other Idefics3 models when `vlm.prompt` is empty.
+pub const DEFAULT_PROMPT: &str = "Convert this page to text.";
+/// Token limit when neither `vlm.max_new_tokens` nor the model's generation config sets one: a
+/// DocTags page is long.
+pub const DOCLING_MAX_NEW_TOKENS: usize = 8192;
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 1024;
+
+/// A loaded Idefics3 model, shared by every job.
+pub struct Idefics3Engine {
+    runtime: Arc<Runtime>,
+    pub(crate) sessions: Sessions,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    processor: Idefics3Processor,
+    generation: GenerationConfig,
+    pub(crate) rules: Rules,
+    image_token_id: i64,
+    image_seq_len: usize,
+    max_positions: Option<usize>,
+    /// The generation config's own token limit (`max_new_tokens`, or `max_length` when the file
+    /// sets it).
+    model_max_new_tokens: Option<usize>,
+    /// granite-docling / SmolDocling: the repo id or directory names docling; pages get `doctags`.
+    docling: bool,
+    settings: VlmSettings,
+    limits: Limits,
+    snapshot: Snapshot,
+}
+
+/// One page's generation.
+#[derive(Debug, Clone)]
+pub struct PageResult {
+    pub generated: Generated,
+    pub prompt_len: usize,
+    pub tiles: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub preprocess: Duration,
+    pub batch: usize,
+    pub batch_size: usize,
+    pub times: Times,
+}
+
+/// Whether `config.json` at `path` says this family.
+pub fn is_idefics3(config: &Value) -> bool {
+    config.get("model_type").and_then(Value::as_str) == Some(MODEL_TYPE)
+}
+
+fn read_json(path: &std::path::Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Model(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Model(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+impl Idefics3Engine {
+    /// Load the export `snap` (resolved, not yet checked) names.
+    pub fn load(settings: &Settings, snap: Snapshot) -> Result<Self> {
+        let runtime = Runtime::shared(settings)?;
+        let gpu = runtime.provider() != ExecutionProvider::Cpu;
+        let has_fp16 = GRAPHS.iter().all(|g| snap.file(&VlmDtype::Fp16.file_name(g)).is_file());
+        let dtype = settings.vlm.dtype.resolve(gpu, has_fp16);
+        let mut needed = settings.models.vlm.clone();
+        for file in REQUIRED_FILES.iter().map(|f| f.to_string()).chain(GRAPHS.iter().map(|g| dtype.file_name(g))) {
+            if !needed.files.contains(&file) {
+                needed.files.push(file);
+            }
+        }
+        let snap = models::locate(&settings.models, "vlm", &needed)?;
+        let model_path = snap.file("config.json");
+        let model = ModelConfig::decoder_only(&model_path)?;
+        let gen_path = snap.file("generation_config.json");
+        let gen_file = gen_path.is_file().then_some(gen_path.as_path());
+        let generation = GenerationConfig::load(gen_file, &model, &model_path)?;
+        if let Some(what) = &generation.not_greedy {
+            tracing::warn!(model = %snap.id(), setting = %what, "the generation config asks for more than greedy search; the vlm pipeline decodes greedily");
+        }
+        let gen_raw = match gen_file {
+            Some(p) => read_json(p)?,
+            None => Value::Null,
+        };
+        let model_max_new_tokens = gen_raw.get("max_new_tokens").and_then(Value::as_u64).map(|n| n as usize);
+        let tokenizer = Tokenizer::load(&snap.file("tokenizer.json"))?;
+        let template = ChatTemplate::load(&snap.root)?;
+        let processor = Idefics3Processor::load(&snap.file("preprocessor_config.json"))?;
+        let image_token_id = match model.get("image_token_id").and_then(Value::as_i64) {
+            Some(id) => id,
+            None => tokenizer.token_id(prompt::IMAGE_TOKEN).ok_or_else(|| {
+                Error::Model(format!("{}: no `image_token_id` and the tokenizer has no <image>", model_path.display()))
+            })?,
+        };
+        let processor_config = snap.file("processor_config.json");
+        let image_seq_len = match processor_config.is_file() {
+            true => read_json(&processor_config)?.get("image_seq_len").and_then(Value::as_u64).map(|n| n as usize),
+            false => None,
+        };
+        let image_seq_len = match image_seq_len {
+            Some(n) => n,
+            None => {
+                // int(((image_size // patch_size) ** 2) / (scale_factor ** 2))
+                let vision = model.get("vision_config").cloned().unwrap_or(Value::Null);
+                let num = |v: &Value, k: &str, d: u64| v.get(k).and_then(Value::as_u64).unwrap_or(d);
+                let side = num(&vision, "image_size", 224) / num(&vision, "patch_size", 32).max(1);
+                let scale = model.get("scale_factor").and_then(Value::as_u64).unwrap_or(2).max(1);
+                (side * side / (scale * scale)) as usize
+            }
+        };
+        for token in [prompt::FAKE_TOKEN, prompt::GLOBAL_IMAGE_TOKEN, prompt::IMAGE_TOKEN] {
+            if tokenizer.token_id(token).is_none() {
+                return Err(Error::Model(format!("the tokenizer of {} has no {token} token", snap.id())));
+            }
+        }
+        let sessions = Sessions::load(&runtime, &snap.root, dtype, &snap.id())?;
+        let rules = Rules::from_config(&generation);
+        let docling = snap.repo_id.to_lowercase().contains("docling");
+        if settings.vlm.batch_across_jobs == Some(true) {
+            tracing::warn!(model = %snap.id(), "vlm.batch_across_jobs is not supported for Idefics3 models yet: each job batches its own pages");
+        }
+        tracing::info!(
+            model = %snap.id(), family = MODEL_TYPE, dtype = dtype.as_str(), docling,
+            tile = processor.tile, image_seq_len, "vlm model loaded"
+        );
+        Ok(Self {
+            runtime,
+            sessions,
+            tokenizer,
+            template,
+            processor,
+            generation,
+            rules,
+            image_token_id,
+            image_seq_len,
+            max_positions: model.max_positions,
+            model_max_new_tokens,
+            docling,
+            settings: settings.vlm.clone(),
+            limits: settings.limits.clone(),
+            snapshot: snap,
+        })
+    }
+
+    /// The task text a job without `params.prompt` gets.
+    pub fn default_prompt(&self) -> &str {
+        if !self.settings.prompt.is_empty() {
+            &self.settings.prompt
+        } else if self.docling {
+            DOCLING_PROMPT
+        } else {
+            DEFAULT_PROMPT
+        }
+    }
+
+    /// Model facts for result records.
+    pub fn model_info(&self) -> Value {
+        json!({
+            "id": self.snapshot.id(),
+            "revision": self.snapshot.revision,
+            "family": MODEL_TYPE,
+            "dtype": self.sessions.dtype.as_str(),
+            "docling": self.docling,
+            "tile": self.processor.tile,
+            "image_splitting": self.processor.do_image_splitting,
+            "image_seq_len": self.image_seq_len,
+            "runtime": self.runtime.describe(),
+            "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+        })
+    }
+
+    /// Preprocess one page.
+    pub fn tiles(&self, img: &RgbImage) -> Result<Tiles> {
+        preprocess::tiles(img, &self.processor)
+    }
+
+    /// The rendered chat for a task text (before the image expansion).
+    pub fn render(&self, text: &str) -> Result<String> {
+        self.template.render(text)
+    }
+
+    /// The prompt ids of a page of `rows × cols` tiles, checked against the model's positions.
+    pub fn prompt_ids(&self, rendered: &str, rows: usize, cols: usize) -> Result<Vec<i64>> {
+        let expanded = prompt::expand(rendered, rows, cols, self.image_seq_len)?;
+        let ids = self.tokenizer.encode(&expanded, true)?;
+        if let Some(max) = self.max_positions
+            && ids.len() >= max
+        {
+            return Err(Error::InvalidJob(format!(
+                "the prompt with the page's image tokens is {} tokens, more than the {max} positions the model \
+                 takes (text_config.max_position_embeddings) leave room for",
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// The token limit for a prompt of `prompt_len`: `requested`, else `vlm.max_new_tokens`, else
+    /// the generation config's, else the family default; never past the last position.
+    pub fn token_limit(&self, prompt_len: usize, requested: Option<usize>) -> usize {
+        let default = if self.docling { DOCLING_MAX_NEW_TOKENS } else { DEFAULT_MAX_NEW_TOKENS };
+        let mut limit = match (requested, self.settings.max_new_tokens) {
+            (Some(n), _) => n,
+            (None, 0) => self.model_max_new_tokens.unwrap_or(default),
+            (None, n) => n,
+        };
+        if let Some(max) = self.max_positions {
+            limit = limit.min((max + 1).saturating_sub(prompt_len));
+        }
+        limit.max(1)
+    }
+
+    /// Generate for preprocessed pages together.
+    pub fn generate(&self, pages: &[PageInput], max_new_tokens: usize) -> Result<(Vec<Generated>, Times)> {
+        generate::generate(
+            &self.sessions,
+            pages,
+            max_new_tokens,
+            &self.rules,
+            self.generation.pad_token_id,
+            self.image_token_id,
+        )
+    }
+
+    /// Decode generated ids as `batch_decode(..., skip_special_tokens=True)`.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    /// The DocTags of a docling page: the generated text with its tags, the stop token left out.
+    pub fn doctags(&self, generated: &Generated) -> Result<String> {
+        let mut ids = generated.ids.as_slice();
+        if let Some((last, rest)) = ids.split_last()
+            && self.rules.eos.contains(last)
+        {
+            ids = rest;
+        }
+        Ok(self.tokenizer.decode_with_special(ids)?.trim_start().to_owned())
+    }
+
+    /// The resolution PDF pages are rendered at.
+    pub fn pdf_dpi(&self) -> f32 {
+        self.settings.pdf_dpi
+    }
+
+    fn read_pages(&self, pages: &[&RgbImage], rendered: &str, requested: Option<usize>) -> Result<Vec<PageResult>> {
+        let mut out = Vec::with_capacity(pages.len());
+        for (b, chunk) in pages.chunks(self.settings.batch_size).enumerate() {
+            let mut inputs = Vec::with_capacity(chunk.len());
+            let mut prep = Vec::with_capacity(chunk.len());
+            for (i, img) in chunk.iter().enumerate() {
+                let page_no = b * self.settings.batch_size + i + 1;
+                let t = Instant::now();
+                let tiles = self.tiles(img).map_err(|e| match e {
+                    Error::InvalidInput(m) => Error::InvalidInput(format!("page {page_no}: {m}")),
+                    other => other,
+                })?;
+                let prompt = self.prompt_ids(rendered, tiles.rows, tiles.cols).map_err(|e| match e {
+                    Error::InvalidJob(m) => Error::InvalidJob(format!("page {page_no}: {m}")),
+                    other => other,
+                })?;
+                prep.push((t.elapsed(), tiles.count, tiles.rows, tiles.cols, prompt.len()));
+                inputs.push(PageInput {
+                    prompt,
+                    pixels: tiles.pixels,
+                    tiles: tiles.count,
+                    side: self.processor.tile as usize,
+                });
+            }
+            let longest = inputs.iter().map(|p| p.prompt.len()).max().unwrap_or(0);
+            let limit = self.token_limit(longest, requested);
+            let (generated, times) = self.generate(&inputs, limit).map_err(|e| match e {
+                Error::Model(m) => Error::Model(format!(
+                    "pages {}–{}: {m}",
+                    b * self.settings.batch_size + 1,
+                    b * self.settings.batch_size + chunk.len()
+                )),
+                other => other,
+            })?;
+            for (g, (preprocess, tiles, rows, cols, prompt_len)) in generated.into_iter().zip(prep) {
+                out.push(PageResult {
+                    generated: g,
+                    prompt_len,
+                    tiles,
+                    rows,
+                    cols,
+                    preprocess,
+                    batch: b,
+                    batch_size: chunk.len(),
+                    times,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read a document, rasterised already (`pages`, at [`Self::pdf_dpi`]) or not: the result
+    /// record's `output` and the plain-text rendition.
+    pub fn read_rasterized(
+        &self,
+        bytes: &[u8],
+        pages: Option<&Rasterized>,
+        params: &Map<String, Value>,
+    ) -> Result<(Value, String)> {
+        let started = Instant::now();
+        let (prompt_text, requested) = super::job_params(params, self.settings.max_new_tokens_limit)?;
+        let text = prompt_text.clone().unwrap_or_else(|| self.default_prompt().to_owned());
+        let rendered = self.render(&text)?;
+        let (raster, decode) = given_or_rasterize(pages, bytes, &self.limits, self.settings.pdf_dpi)?;
+        let (format, pages) = (raster.0, raster.1.as_slice());
+        let images: Vec<&RgbImage> = pages.iter().map(|p| &p.image).collect();
+        let read = self.read_pages(&images, &rendered, requested)?;
+
+        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+        let mut page_values = Vec::with_capacity(read.len());
+        let mut texts = Vec::with_capacity(read.len());
+        let (mut preprocess, mut tokens) = (Duration::ZERO, 0usize);
+        let mut batches: Vec<Times> = Vec::new();
+        let mut doctags: Vec<String> = Vec::new();
+        for (i, (page, r)) in pages.iter().zip(&read).enumerate() {
+            if batches.len() == r.batch {
+                batches.push(r.times);
+            }
+            preprocess += r.preprocess;
+            tokens += r.generated.ids.len();
+            let t = &r.times;
+            let page_text = self.decode(&r.generated.ids)?;
+            let mut v = json!({
+                "page": i + 1,
+                "width": page.image.width(),
+                "height": page.image.height(),
+                "text": page_text,
+                "tokens": r.generated.ids.len(),
+                "token_ids": r.generated.ids,
+                "finish_reason": r.generated.finish.as_str(),
+                "prompt_tokens": r.prompt_len,
+                "tiles": {"count": r.tiles, "rows": r.rows, "cols": r.cols},
+                "batch": {"index": r.batch, "size": r.batch_size},
+                "timings_ms": {
+                    "preprocess": ms(r.preprocess),
+                    "encoder": ms(t.encoder),
+                    "decoder": ms(t.decoder),
+                    "decoder_per_token": ms(t.decoder / t.steps.max(1) as u32),
+                },
+            });
+            if self.docling {
+                let tags = self.doctags(&r.generated)?;
+                v["doctags"] = json!(tags);
+                doctags.push(tags);
+            }
+            if let Some(dpi) = page.dpi {
+                v["dpi"] = json!(dpi);
+            }
+            page_values.push(v);
+            texts.push(page_text);
+        }
+        let sum = |f: fn(&Times) -> Duration| batches.iter().map(f).sum::<Duration>();
+        let (encoder, decoder, host) = (sum(|t| t.encoder), sum(|t| t.decoder), sum(|t| t.host()));
+        let text_out = texts.join("\n\u{c}\n");
+        let output = json!({
+            "format": format,
+            "mime_type": format.mime(),
+            "bytes": bytes.len(),
+            "page_count": page_values.len(),
+            "pages": page_values,
+            "text": text_out,
+            "prompt": {"text": text},
+            "generation": {
+                "strategy": "greedy",
+                "max_new_tokens": requested.or((self.settings.max_new_tokens > 0).then_some(self.settings.max_new_tokens)).or(self.model_max_new_tokens),
+                "batch_size": self.settings.batch_size,
+                "batch_across_jobs": false,
+                "eos_token_ids": self.generation.eos_token_ids,
+                "no_repeat_ngram_size": self.generation.no_repeat_ngram_size,
+                "repetition_penalty": self.generation.repetition_penalty,
+                "tokens": tokens,
+            },
+            "model": self.model_info(),
+            "timings_ms": {
+                "decode": ms(decode),
+                "preprocess": ms(preprocess),
+                "encoder": ms(encoder),
+                "decoder": ms(decoder),
+                "outside_session_run": ms(host),
+                "total": ms(started.elapsed()),
+            },
+        });
+        let mut output = output;
+        if self.docling {
+            // The pages as one document: DocTags boxes in page pixels.
+            let inputs: Vec<docfleet_core::doctags::PageInput<'_>> = doctags
+                .iter()
+                .zip(pages)
+                .map(|(t, p)| {
+                    docfleet_core::doctags::PageInput::with_size(t, p.image.width() as f64, p.image.height() as f64)
+                })
+                .collect();
+            let doc = docfleet_core::doctags::parse(&inputs);
+            output["markdown"] = json!(doc.to_markdown());
+            output["html"] = json!(doc.to_html("document"));
+            output["document"] = doc.to_json();
+            output["warnings"] = json!(doc.warnings.iter().map(ToString::to_string).collect::<Vec<_>>());
+        }
+        Ok((output, format!("{text_out}\n")))
+    }
+}

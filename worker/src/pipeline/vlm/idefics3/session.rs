@@ -1,0 +1,277 @@
+//! The three graphs of a transformers.js / onnx-community Idefics3 export, their inputs and
+//! outputs read from the sessions: `vision_encoder` (`pixel_values` [batch, images, 3, H, W],
+//! `pixel_attention_mask` bool → `image_features` [images, image_seq_len, hidden]),
+//! `embed_tokens` (`input_ids` → `inputs_embeds`) and `decoder_model_merged` (`inputs_embeds`,
+//! `attention_mask`, `position_ids`, `past_key_values.{i}.key/value` → `logits`,
+//! `present.{i}.key/value`). Float inputs may be f32 or f16 (the fp16 variants); caches take the
+//! decoder's own element type.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use docfleet_core::config::VlmDtype;
+use docfleet_core::{Error, Result};
+use ort::session::Session;
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+
+use crate::runtime::Runtime;
+
+pub const GRAPHS: [&str; 3] = ["vision_encoder", "embed_tokens", "decoder_model_merged"];
+
+/// A float element type a graph takes or gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Float {
+    F32,
+    F16,
+}
+
+impl Float {
+    fn of(ty: TensorElementType) -> Option<Float> {
+        match ty {
+            TensorElementType::Float32 => Some(Float::F32),
+            TensorElementType::Float16 => Some(Float::F16),
+            _ => None,
+        }
+    }
+
+    /// A tensor of this type from f32 values.
+    pub fn tensor(self, shape: Vec<usize>, values: &[f32]) -> Result<DynValue> {
+        let made = match self {
+            Float::F32 => Tensor::from_array((shape, values.to_vec())).map(Tensor::into_dyn),
+            Float::F16 => {
+                Tensor::from_array((shape, values.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>()))
+                    .map(Tensor::into_dyn)
+            }
+        };
+        made.map_err(|e| Error::Model(format!("building a tensor: {e}")))
+    }
+}
+
+/// A float tensor's shape and values as f32.
+pub fn read_f32(value: &DynValue, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let fail = |e: ort::Error| Error::Model(format!("reading {what}: {e}"));
+    let ty = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(Error::Model(format!("{what} is not a tensor ({other:?})"))),
+    };
+    match Float::of(ty) {
+        Some(Float::F32) => {
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(fail)?;
+            Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
+        }
+        Some(Float::F16) => {
+            let (shape, data) = value.try_extract_tensor::<half::f16>().map_err(fail)?;
+            Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.iter().map(|v| v.to_f32()).collect()))
+        }
+        None => Err(Error::Model(format!("{what} is {ty:?}, not a float tensor"))),
+    }
+}
+
+/// The rows `keep` (dimension 0) of a float tensor, in its own type.
+pub fn keep_rows(value: &DynValue, keep: &[usize]) -> Result<DynValue> {
+    fn rows<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
+        value: &DynValue,
+        keep: &[usize],
+    ) -> Result<DynValue> {
+        let fail = |e: ort::Error| Error::Model(format!("compacting a cache tensor: {e}"));
+        let (shape, data) = value.try_extract_tensor::<T>().map_err(fail)?;
+        let mut dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        let row: usize = dims[1..].iter().product();
+        let mut out = Vec::with_capacity(keep.len() * row);
+        for &r in keep {
+            out.extend_from_slice(&data[r * row..(r + 1) * row]);
+        }
+        dims[0] = keep.len();
+        Ok(Tensor::from_array((dims, out)).map_err(fail)?.into_dyn())
+    }
+    match value.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float16, .. } => rows::<half::f16>(value, keep),
+        _ => rows::<f32>(value, keep),
+    }
+}
+
+/// One session, run one call at a time.
+pub struct Graph {
+    pub file: String,
+    session: Mutex<Session>,
+}
+
+impl Graph {
+    pub fn lock(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One `past_key_values.<name>` input and the `present.<name>` output that feeds it.
+#[derive(Debug, Clone)]
+pub struct CacheSlot {
+    pub name: String,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+/// What a decoder input is fed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderInput {
+    InputsEmbeds,
+    AttentionMask,
+    PositionIds,
+    Past(usize),
+}
+
+pub struct Sessions {
+    pub dtype: VlmDtype,
+    pub vision: Graph,
+    pub pixel_type: Float,
+    /// Whether the vision encoder takes `pixel_attention_mask`.
+    pub vision_mask: bool,
+    pub vision_output: String,
+    pub embed: Graph,
+    pub embed_output: String,
+    pub decoder: Graph,
+    pub decoder_inputs: Vec<DecoderInput>,
+    /// The decoder's float type (`inputs_embeds` and the caches).
+    pub decoder_type: Float,
+    pub slots: Vec<CacheSlot>,
+    /// Index of `present.<slot name>` → slot, by output name.
+    pub presents: Vec<(String, usize)>,
+}
+
+fn tensor_type(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.iter().copied().collect())),
+        _ => None,
+    }
+}
+
+impl Sessions {
+    /// Open the three graphs of variant `dtype` under the snapshot root `root`.
+    pub fn load(runtime: &Runtime, root: &Path, dtype: VlmDtype, id: &str) -> Result<Self> {
+        let open = |graph: &str| -> Result<Graph> {
+            let file = dtype.file_name(graph);
+            let path = root.join(&file);
+            if !path.is_file() {
+                return Err(Error::Model(format!(
+                    "{} is missing: the Idefics3 pipeline needs {} (vlm.dtype = {})",
+                    path.display(),
+                    GRAPHS.map(|g| dtype.file_name(g)).join(", "),
+                    dtype.as_str()
+                )));
+            }
+            let session = runtime.session(&path, &format!("{id}/{file}"))?;
+            Ok(Graph { file, session: Mutex::new(session) })
+        };
+        let (vision, embed, decoder) = (open(GRAPHS[0])?, open(GRAPHS[1])?, open(GRAPHS[2])?);
+
+        // vision_encoder
+        let (mut pixel_type, mut vision_mask) = (None, false);
+        let vision_output = {
+            let s = vision.lock();
+            for input in s.inputs() {
+                let (ty, _) = tensor_type(input.dtype()).unwrap_or((TensorElementType::Undefined, vec![]));
+                match input.name() {
+                    "pixel_values" => {
+                        pixel_type = Float::of(ty);
+                        if pixel_type.is_none() {
+                            return Err(Error::Model(format!("{}: `pixel_values` is {ty:?}", vision.file)));
+                        }
+                    }
+                    "pixel_attention_mask" if ty == TensorElementType::Bool => vision_mask = true,
+                    other => {
+                        return Err(Error::Model(format!(
+                            "{}: input `{other}` ({ty:?}) is not one this pipeline feeds (pixel_values, bool pixel_attention_mask)",
+                            vision.file
+                        )));
+                    }
+                }
+            }
+            let out = s.outputs().iter().find(|o| o.name() == "image_features").or_else(|| s.outputs().first());
+            out.map(|o| o.name().to_owned()).ok_or_else(|| Error::Model(format!("{} has no output", vision.file)))?
+        };
+        let pixel_type: Float =
+            pixel_type.ok_or_else(|| Error::Model(format!("{} has no `pixel_values` input", vision.file)))?;
+
+        // embed_tokens
+        let embed_output = {
+            let s = embed.lock();
+            let names: Vec<&str> = s.inputs().iter().map(|i| i.name()).collect();
+            if names != ["input_ids"] {
+                return Err(Error::Model(format!("{} takes {names:?}; expected [\"input_ids\"]", embed.file)));
+            }
+            let out = s.outputs().iter().find(|o| o.name() == "inputs_embeds").or_else(|| s.outputs().first());
+            out.map(|o| o.name().to_owned()).ok_or_else(|| Error::Model(format!("{} has no output", embed.file)))?
+        };
+
+        // decoder_model_merged
+        let (decoder_inputs, decoder_type, slots, presents) = {
+            let s = decoder.lock();
+            let fail = |why: String| Error::Model(format!("{}: {why}", decoder.file));
+            let mut inputs = Vec::new();
+            let mut slots: Vec<CacheSlot> = Vec::new();
+            let mut float = None;
+            for input in s.inputs() {
+                let name = input.name();
+                let (ty, shape) =
+                    tensor_type(input.dtype()).ok_or_else(|| fail(format!("`{name}` is not a tensor")))?;
+                let role = match name {
+                    "inputs_embeds" => {
+                        float = Some(Float::of(ty).ok_or_else(|| fail(format!("`inputs_embeds` is {ty:?}")))?);
+                        DecoderInput::InputsEmbeds
+                    }
+                    "attention_mask" | "position_ids" if ty != TensorElementType::Int64 => {
+                        return Err(fail(format!("`{name}` is {ty:?}, expected Int64")));
+                    }
+                    "attention_mask" => DecoderInput::AttentionMask,
+                    "position_ids" => DecoderInput::PositionIds,
+                    _ if name.starts_with("past_key_values.") => {
+                        let dim = |i: usize| shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
+                        let (Some(heads), Some(head_dim)) = (dim(1), dim(3)) else {
+                            return Err(fail(format!("cannot tell heads and head size of `{name}` from {shape:?}")));
+                        };
+                        slots.push(CacheSlot { name: name["past_key_values.".len()..].to_owned(), heads, head_dim });
+                        DecoderInput::Past(slots.len() - 1)
+                    }
+                    _ => {
+                        return Err(fail(format!(
+                            "takes input `{name}`, which this pipeline does not know how to feed"
+                        )));
+                    }
+                };
+                inputs.push(role);
+            }
+            let float = float.ok_or_else(|| fail("no `inputs_embeds` input".into()))?;
+            if !inputs.contains(&DecoderInput::AttentionMask) {
+                return Err(fail("no `attention_mask` input".into()));
+            }
+            if slots.is_empty() {
+                return Err(fail("takes no past_key_values inputs (an export without KV cache)".into()));
+            }
+            if !s.outputs().iter().any(|o| o.name() == "logits") {
+                return Err(fail("has no `logits` output".into()));
+            }
+            let mut presents = Vec::new();
+            for (i, slot) in slots.iter().enumerate() {
+                let out = format!("present.{}", slot.name);
+                if !s.outputs().iter().any(|o| o.name() == out) {
+                    return Err(fail(format!("takes past_key_values.{} but has no {out} output", slot.name)));
+                }
+                presents.push((out, i));
+            }
+            (inputs, float, slots, presents)
+        };
+        Ok(Self {
+            dtype,
+            vision,
+            pixel_type,
+            vision_mask,
+            vision_output,
+            embed,
+            embed_output,
+            decoder,
+            decoder_inputs,
+            decoder_type,
+            slots,
+            presents,
+        })
+    }
+}
