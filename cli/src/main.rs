@@ -9,6 +9,7 @@ use docfleet_core::config::{LoadOptions, Loaded, load};
 use docfleet_core::config::{QueueBackend, StoreBackend};
 use docfleet_core::{Backends, Settings, telemetry};
 
+mod doctags;
 mod enqueue;
 mod results;
 mod run;
@@ -57,6 +58,8 @@ enum Command {
     /// Exit status: 0 every document has a result; 2 some documents failed (each is named on
     /// stderr and in the table, its error record under --out); 1 an error, or every document failed.
     Run(run::Args),
+    /// Convert DocTags (a document VLM's page markup) to Markdown, HTML or JSON on stdout.
+    Doctags(doctags::Args),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -116,6 +119,10 @@ fn error_text(e: &anyhow::Error, verbose: u8) -> String {
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A file conversion: no configuration, queue or store involved.
+    if let Command::Doctags(args) = &cli.command {
+        return doctags::run(args);
+    }
     let loaded = load(&LoadOptions { profile: cli.profile.clone(), config_file: cli.config.clone() })?;
     let mut log = loaded.settings.log.clone();
     log.level = ["warn", "info", "debug"][cli.verbose.min(2) as usize].to_owned();
@@ -177,7 +184,7 @@ async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(_) => unreachable!("handled in real_main"),
+        Command::Run(_) | Command::Doctags(_) => unreachable!("handled in real_main"),
     }
 }
 
