@@ -9,6 +9,7 @@ use docfleet_core::config::{LoadOptions, Loaded, load};
 use docfleet_core::config::{QueueBackend, StoreBackend};
 use docfleet_core::{Backends, Settings, telemetry};
 
+mod doctags;
 mod enqueue;
 mod results;
 mod run;
@@ -57,6 +58,8 @@ enum Command {
     /// Exit status: 0 every document has a result; 2 some documents failed (each is named on
     /// stderr and in the table, its error record under --out); 1 an error, or every document failed.
     Run(run::Args),
+    /// Convert DocTags (a document VLM's page markup) to Markdown, HTML or JSON on stdout.
+    Doctags(doctags::Args),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -142,6 +145,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing man pages to {}", dir.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
+        // A file conversion: no configuration, queue or store involved.
+        Command::Doctags(args) => return doctags::run(args),
         _ => {}
     }
     let loaded = load(&LoadOptions { profile: cli.profile.clone(), config_file: cli.config.clone() })?;
@@ -172,8 +177,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
     match command {
-        // Answered in real_main before the configuration is loaded.
-        Command::Completions { .. } | Command::Man { .. } => Ok(()),
         Command::Config { command: ConfigCommand::Show } => {
             print!("{}", loaded.to_toml());
             Ok(())
@@ -207,7 +210,9 @@ async fn dispatch(command: Command, loaded: &Loaded) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(_) => unreachable!("handled in real_main"),
+        Command::Run(_) | Command::Doctags(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled in real_main")
+        }
     }
 }
 

@@ -328,11 +328,12 @@ impl PageParser<'_> {
 fn close_truncated(content: &str) -> (String, bool) {
     let mut s = content;
     let mut cut = false;
-    if let Some(i) = s.rfind('<') {
-        if !s[i..].contains('>') && s[i + 1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/') {
-            s = &s[..i];
-            cut = true;
-        }
+    if let Some(i) = s.rfind('<')
+        && !s[i..].contains('>')
+        && s[i + 1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/')
+    {
+        s = &s[..i];
+        cut = true;
     }
     let mut open: Vec<&str> = Vec::new();
     let mut i = 0;

@@ -38,11 +38,12 @@ pub(crate) fn inner_text(s: &str) -> String {
     let mut i = 0;
     let b = s.as_bytes();
     while i < b.len() {
-        if b[i] == b'<' && b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/') {
-            if let Some(j) = s[i + 1..].find('>') {
-                i = i + 1 + j + 1;
-                continue;
-            }
+        if b[i] == b'<'
+            && b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/')
+            && let Some(j) = s[i + 1..].find('>')
+        {
+            i = i + 1 + j + 1;
+            continue;
         }
         let c = s[i..].chars().next().unwrap_or('\0');
         out.push(c);
@@ -116,10 +117,10 @@ fn next_image_link(text: &str, from: usize) -> Option<(usize, usize)> {
         let start = at + i;
         let line_end = text[start..].find('\n').map(|n| start + n).unwrap_or(text.len());
         let line = &text[start + 2..line_end];
-        if let Some(j) = line.find("](") {
-            if let Some(k) = line[j + 2..].find(')') {
-                return Some((start, start + 2 + j + 2 + k + 1));
-            }
+        if let Some(j) = line.find("](")
+            && let Some(k) = line[j + 2..].find(')')
+        {
+            return Some((start, start + 2 + j + 2 + k + 1));
         }
         at = start + 1;
     }
