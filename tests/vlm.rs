@@ -275,3 +275,42 @@ fn image_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
 fn tiff_encoder<W: std::io::Write + std::io::Seek>(w: W) -> tiff::encoder::TiffEncoder<W> {
     tiff::encoder::TiffEncoder::new(w).unwrap()
 }
+
+/// An Idefics3 docling model (the tiny fixture in a directory named like one) through
+/// `docfleet run --pipeline vlm`: per page DocTags, per document Markdown/HTML/JSON, and the
+/// Markdown rendition beside the result under --out, equal to the record's `markdown`.
+#[test]
+fn run_writes_doctags_and_a_markdown_rendition_for_a_docling_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-granite-docling");
+    let src = fixtures().join("idefics3");
+    for entry in find(&src, "") {
+        let rel = entry.strip_prefix(&src).unwrap();
+        if rel.starts_with("images") || rel.starts_with("preprocess") {
+            continue;
+        }
+        std::fs::create_dir_all(model.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(&entry, model.join(rel)).unwrap();
+    }
+    let out_dir = tmp.path().join("out");
+    let run = run_with_timeout(
+        docfleet(tmp.path(), "docfleet", &model)
+            .env("DOCFLEET__VLM__MAX_NEW_TOKENS", "12")
+            .args(["run", "--pipeline", "vlm"])
+            .arg(repo_root().join("samples/invoice.png"))
+            .arg("--out")
+            .arg(&out_dir),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&run);
+    assert!(run.status.success(), "without onnxruntime, run `{SETUP}` first.\n{stdout}\n{stderr}");
+    let result = read_json(&out_dir.join("invoice.png.vlm.json"));
+    let out = &result["output"];
+    assert!(out["pages"][0]["doctags"].is_string(), "{out}");
+    assert!(out["pages"][0]["token_ids"].as_array().is_some_and(|t| !t.is_empty() && t.len() <= 12), "{out}");
+    let markdown = out["markdown"].as_str().unwrap_or_else(|| panic!("no markdown: {out}"));
+    assert!(out["html"].as_str().is_some_and(|h| h.contains("<html")), "{out}");
+    assert!(out["document"].is_object(), "{out}");
+    let rendition = std::fs::read_to_string(out_dir.join("invoice.png.vlm.md")).unwrap();
+    assert_eq!(rendition, markdown);
+}

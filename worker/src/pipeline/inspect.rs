@@ -51,7 +51,7 @@ impl Pipeline for Inspect {
         let result = tokio::task::spawn_blocking(move || inspect(&bytes, &limits))
             .await
             .map_err(|e| Error::InvalidInput(format!("decoder crashed: {e}")))??;
-        Ok(PipelineOutput { result, text: None })
+        Ok(PipelineOutput { result, text: None, markdown: None })
     }
 }
 

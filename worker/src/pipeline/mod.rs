@@ -38,8 +38,11 @@ impl Document {
 pub struct PipelineOutput {
     /// The pipeline-specific result, stored as `output` in the result record.
     pub result: Value,
-    /// An optional plain-text rendition, stored beside the result.
+    /// An optional plain-text rendition, stored beside the result (`.txt`).
     pub text: Option<String>,
+    /// An optional Markdown rendition (a document VLM's pages as one document), stored beside
+    /// the result (`.md`).
+    pub markdown: Option<String>,
 }
 
 #[async_trait]

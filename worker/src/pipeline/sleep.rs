@@ -38,6 +38,6 @@ impl Pipeline for Sleep {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         let mut result = inspect::inspect(&doc.bytes, &self.limits)?;
         result["slept_ms"] = ms.into();
-        Ok(PipelineOutput { result, text: None })
+        Ok(PipelineOutput { result, text: None, markdown: None })
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use docfleet_core::job::{Job, Parsed, parse_message};
-use docfleet_core::keys::{error_key_for, message_error_key_for, result_key_for, text_key_for};
+use docfleet_core::keys::{error_key_for, message_error_key_for, rendition_key_for, result_key_for, text_key_for};
 use docfleet_core::queue::Message;
 use docfleet_core::{Backends, Error, Result, Settings, now_ms};
 use futures::StreamExt;
@@ -546,6 +546,14 @@ impl Worker {
             let body = Bytes::from(text.clone());
             self.with_retries("put", || {
                 store.put(&settings.store.output_bucket, &text_key, body.clone(), "text/plain; charset=utf-8")
+            })
+            .await?;
+        }
+        if let Some(markdown) = &output.markdown {
+            let md_key = rendition_key_for(&key, "md");
+            let body = Bytes::from(markdown.clone());
+            self.with_retries("put", || {
+                store.put(&settings.store.output_bucket, &md_key, body.clone(), "text/markdown; charset=utf-8")
             })
             .await?;
         }

@@ -448,6 +448,6 @@ impl Pipeline for Ocr {
         })
         .await
         .map_err(|e| Error::InvalidInput(format!("OCR crashed on this document: {e}")))??;
-        Ok(PipelineOutput { result, text: Some(text) })
+        Ok(PipelineOutput { result, text: Some(text), markdown: None })
     }
 }

@@ -563,6 +563,7 @@ impl Pipeline for Vlm {
         })
         .await
         .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
-        Ok(PipelineOutput { result, text: Some(text) })
+        let markdown = result.get("markdown").and_then(Value::as_str).map(str::to_owned);
+        Ok(PipelineOutput { result, text: Some(text), markdown })
     }
 }
