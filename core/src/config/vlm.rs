@@ -109,15 +109,13 @@ impl VlmDtype {
     pub fn of_file(path: &str) -> Option<VlmDtype> {
         let name = path.strip_prefix("onnx/")?;
         let stem = name.strip_suffix(".onnx").or_else(|| name.strip_suffix(".onnx_data"))?;
-        // The longest suffix first: `_q4f16` before `_fp16` and `_q4`.
-        let mut by_len: Vec<VlmDtype> = VlmDtype::ALL[1..].to_vec();
-        by_len.sort_by_key(|d| std::cmp::Reverse(d.as_str().len()));
-        for d in by_len {
-            if stem.ends_with(&format!("_{}", d.as_str())) {
-                return Some(d);
-            }
-        }
-        Some(VlmDtype::Fp32)
+        // No `_<dtype>` suffix ends another (`_q4f16` does not end in `_fp16` or `_q4`), so the
+        // order of the check does not matter.
+        let suffixed = VlmDtype::ALL[1..]
+            .iter()
+            .copied()
+            .find(|d| stem.strip_suffix(d.as_str()).is_some_and(|rest| rest.ends_with('_')));
+        Some(suffixed.unwrap_or(VlmDtype::Fp32))
     }
 }
 

@@ -29,8 +29,8 @@ fn reference() -> &'static Value {
     REF.get_or_init(|| serde_json::from_slice(&std::fs::read(fixtures().join("reference.json")).unwrap()).unwrap())
 }
 
-/// A little-endian float32 `.npy` file: (shape, values).
-fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+/// A little-endian float32 `.npy` file: (shape, values). Shared with the Idefics3 tests.
+pub(super) fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
     let (len, start) = match bytes[6] {

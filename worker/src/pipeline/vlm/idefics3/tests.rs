@@ -15,6 +15,7 @@ use super::generate::PageInput;
 use super::preprocess::{Idefics3Processor, tiles};
 use crate::pipeline::vlm::Vlm;
 use crate::pipeline::vlm::generate::Finish;
+use crate::pipeline::vlm::tests::read_npy;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vlm/idefics3")
@@ -23,25 +24,6 @@ fn fixtures() -> PathBuf {
 fn reference() -> &'static Value {
     static REF: OnceLock<Value> = OnceLock::new();
     REF.get_or_init(|| serde_json::from_slice(&std::fs::read(fixtures().join("reference.json")).unwrap()).unwrap())
-}
-
-/// A little-endian float32 `.npy` file: (shape, values).
-fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
-    let (len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + len]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> =
-        dims.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-    let data: Vec<f32> =
-        bytes[start + len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
 }
 
 /// A page as the pipeline sees it: the PNG through the worker's rasteriser.
