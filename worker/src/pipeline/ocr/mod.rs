@@ -10,6 +10,7 @@ pub mod geometry;
 pub mod layout;
 pub mod postprocess;
 pub mod rec;
+pub mod region;
 mod sample;
 
 #[cfg(test)]
