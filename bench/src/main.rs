@@ -19,6 +19,7 @@ mod fleet;
 mod ocr;
 mod scaler;
 mod summary;
+mod idefics3;
 mod vlm;
 mod worker;
 
@@ -129,6 +130,29 @@ enum Command {
         #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
         python: String,
     },
+    /// docfleet's Idefics3 generation vs a Python onnxruntime loop on the same graphs and
+    /// transformers' generate: tokens/s per batch size and time outside session.run, on the
+    /// SmolVLM-256M-sized random model `scripts/vlm/make_idefics3.py --bench DIR` writes.
+    Idefics3 {
+        /// The bench model directory.
+        #[arg(long, default_value = "~/.cache/docfleet/idefics3-bench")]
+        model: String,
+        /// onnxruntime (and torch) intra-op threads on every side.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+        batch: Vec<usize>,
+        /// Tokens generated per row (stop tokens suppressed until then).
+        #[arg(long, default_value_t = 16)]
+        new_tokens: usize,
+        /// Image splitting on (13 tiles for an A4 page) instead of the global image alone.
+        #[arg(long)]
+        split: bool,
+        /// Python of the vlm venv (torch, transformers, onnxruntime).
+        #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
+        python: String,
+    },
     /// docfleet-downloader vs Python huggingface_hub.snapshot_download on one fake hub: wall time
     /// for 3 large files and for many small ones. Needs the release docfleet-downloader and
     /// scripts/setup/hfhub.sh (run on first use).
@@ -173,6 +197,11 @@ async fn main() -> anyhow::Result<()> {
         Command::OcrChild { threads, repeat, pages } => return ocr::child(threads, repeat, &pages),
         Command::Vlm { model, threads, repeat, batch, python } => {
             vlm_bench(expand_home(&model), expand_home(&python), threads, repeat, batch).await?
+        }
+        Command::Idefics3 { model, threads, batch, new_tokens, split, python } => {
+            let (model, python) = (expand_home(&model), expand_home(&python));
+            tokio::task::spawn_blocking(move || idefics3::run(&model, &python, threads, &batch, new_tokens, split))
+                .await??
         }
         Command::Downloader { runs, large_mb, small_files, workers, python } => {
             tokio::task::spawn_blocking(move || downloader::run(runs, large_mb, small_files, workers, python)).await??

@@ -593,7 +593,7 @@ def cut_at_eos(ids):
 class OrtGreedy:
     """A plain numpy + onnxruntime greedy loop over the three graphs: what the Rust side does."""
 
-    def __init__(self, onnx_dir: Path, threads: int = 0):
+    def __init__(self, onnx_dir: Path, threads: int = 0, suffix: str = ""):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -601,18 +601,20 @@ class OrtGreedy:
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
-        mk = lambda n: ort.InferenceSession(str(onnx_dir / f"{n}.onnx"), so, providers=["CPUExecutionProvider"])  # noqa: E731
+        mk = lambda n: ort.InferenceSession(str(onnx_dir / f"{n}{suffix}.onnx"), so, providers=["CPUExecutionProvider"])  # noqa: E731
         self.vision, self.embed, self.decoder = mk("vision_encoder"), mk("embed_tokens"), mk("decoder_model_merged")
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
         pk = next(i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values."))
         self.kv_heads, self.head_dim = pk.shape[1], pk.shape[3]
+        self.dtype = np.float16 if pk.type == "tensor(float16)" else np.float32
+        self.pixel_dtype = np.float16 if self.vision.get_inputs()[0].type == "tensor(float16)" else np.float32
 
     def generate(self, input_ids, attention_mask, pixel_values, pixel_attention_mask, max_new_tokens,
                  eos_ids, pad_id):
         input_ids = np.asarray(input_ids, np.int64)
         mask = np.asarray(attention_mask, np.int64)
         B = input_ids.shape[0]
-        feats = self.vision.run(None, {"pixel_values": np.asarray(pixel_values, np.float32),
+        feats = self.vision.run(None, {"pixel_values": np.asarray(pixel_values, self.pixel_dtype),
                                        "pixel_attention_mask": np.asarray(pixel_attention_mask, bool)})[0]
         real = np.asarray(pixel_attention_mask, bool).reshape(feats.shape[0], -1).any(-1)
         feats = feats[real].reshape(-1, feats.shape[-1])  # image rows in batch-major order
@@ -621,7 +623,7 @@ class OrtGreedy:
         assert img.sum() == feats.shape[0], (img.sum(), feats.shape)
         emb[img] = feats
         pos = np.where(mask == 0, 1, np.cumsum(mask, -1) - 1)
-        past = {n: np.zeros((B, self.kv_heads, 0, self.head_dim), np.float32) for n in self.past_names}
+        past = {n: np.zeros((B, self.kv_heads, 0, self.head_dim), self.dtype) for n in self.past_names}
         done = np.zeros(B, bool)
         out = [[] for _ in range(B)]
         for _ in range(max_new_tokens):
@@ -767,6 +769,52 @@ def generation_references(model, proc, pages, onnx_dir: Path | None):
     return refs
 
 
+FP16_CASES = ["single/a4_150dpi/split", "single/strip_tall/nosplit", "batch/a4+strip_wide+tiny/split"]
+
+
+def fp16_variants(onnx_dir: Path) -> dict:
+    """`onnx/*_fp16.onnx` as the onnx-community exports ship them: every float initializer, input, output
+    and cache in float16 (onnxconverter-common's converter, `keep_io_types=False`). The converter leaves the
+    graph's own `Cast(to=FLOAT)` nodes (RMSNorm/softmax upcasts) producing float32 into float16 consumers;
+    those are retargeted to float16, as transformers.js' conversion script does."""
+    import onnx
+    from onnx import TensorProto
+    from onnxconverter_common import float16
+
+    fixed = {}
+    for g in ("vision_encoder", "embed_tokens", "decoder_model_merged"):
+        m = float16.convert_float_to_float16(onnx.load(str(onnx_dir / f"{g}.onnx")), keep_io_types=False)
+        n = 0
+        for node in m.graph.node:
+            if node.op_type == "Cast" and "_input_cast" not in node.name and "_output_cast" not in node.name:
+                for a in node.attribute:
+                    if a.name == "to" and a.i == TensorProto.FLOAT:
+                        a.i = TensorProto.FLOAT16
+                        n += 1
+        onnx.save(m, str(onnx_dir / f"{g}_fp16.onnx"))
+        fixed[g] = n
+    return fixed
+
+
+def fp16_references(proc, pages, onnx_dir: Path) -> dict:
+    """Greedy ids of the fp16 graphs, from the numpy + onnxruntime loop (float16 end to end on CPU: its
+    outputs differ from the float32 model's, so the fp16 graphs are their own reference)."""
+    loop = OrtGreedy(onnx_dir, suffix="_fp16")
+    refs = {}
+    for name, pnames, split, prompt in GEN_CASES:
+        if name not in FP16_CASES:
+            continue
+        _, enc = prepare(proc, [pages[n] for n in pnames], prompt=prompt, split=split)
+        g = loop.generate(enc["input_ids"].numpy(), enc["attention_mask"].numpy(), enc["pixel_values"].numpy(),
+                          enc["pixel_attention_mask"].numpy(), MAX_NEW_TOKENS, EOS_IDS, PAD_ID)
+        rows = []
+        for pn, seq in zip(pnames, g):
+            gen, reason = cut_at_eos(seq)
+            rows.append({"page": pn, "generated_ids": gen, "finish_reason": reason})
+        refs[name] = {"pages": pnames, "do_image_splitting": split, "rows": rows}
+    return refs
+
+
 def check_candidate(model, proc, pages) -> tuple[bool, str]:
     outs, reasons, margins = [], [], []
     for name, pnames, split, prompt in GEN_CASES:
@@ -883,6 +931,11 @@ def main():
     ref["preprocess"] = preprocess_references(proc, pages, out)
     ref["error_cases"] = error_cases(proc, out)
     ref["generate"] = generation_references(model, proc, pages, out / "onnx")
+    import onnxconverter_common
+
+    ref["versions"]["onnxconverter_common"] = onnxconverter_common.__version__
+    ref["fp16_casts_retargeted"] = fp16_variants(out / "onnx")
+    ref["generate_fp16"] = fp16_references(proc, pages, out / "onnx")
     files = {}
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name not in ("reference.json", "README.md"):

@@ -257,6 +257,18 @@ impl Idefics3Engine {
         )
     }
 
+    /// Generate exactly `new_tokens` tokens per page: stop tokens are suppressed until then, as
+    /// `transformers`' `min_new_tokens` does (benchmarks: every engine does the same work).
+    pub fn generate_exactly(&self, pages: &[PageInput], new_tokens: usize) -> Result<(Vec<Generated>, Times)> {
+        let rules = Rules { min_new_tokens: self.rules.min_new_tokens.max(new_tokens), ..self.rules.clone() };
+        generate::generate(&self.sessions, pages, new_tokens, &rules, self.generation.pad_token_id, self.image_token_id)
+    }
+
+    /// The tile side the vision encoder takes.
+    pub fn tile_side(&self) -> usize {
+        self.processor.tile as usize
+    }
+
     /// Decode generated ids as `batch_decode(..., skip_special_tokens=True)`.
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         self.tokenizer.decode(ids)

@@ -147,6 +147,38 @@ fn greedy_generation_reproduces_transformers_single_and_batched() {
     assert_eq!(rows_checked, 12);
 }
 
+/// `vlm.dtype = "fp16"` loads the `*_fp16.onnx` graphs (float16 pixels, embeddings, caches and
+/// logits) and reproduces their own reference: the numpy + onnxruntime loop on the same files
+/// (float16 arithmetic drifts from the float32 model's tokens after a few steps on a random model,
+/// so the float32 references do not apply).
+#[test]
+fn fp16_graphs_reproduce_their_onnxruntime_reference() {
+    let mut settings = settings_for(&fixtures());
+    settings.vlm.dtype = docfleet_core::config::VlmDtype::Fp16;
+    let vlm = Vlm::load(&settings).unwrap_or_else(|e| panic!("needs onnxruntime: {e}"));
+    let engine = vlm.idefics3().unwrap().clone();
+    assert_eq!(engine.model_info()["dtype"], "fp16", "{}", engine.model_info());
+    let max_new = reference()["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut rows_checked = 0;
+    for (key, case) in reference()["generate_fp16"].as_object().unwrap() {
+        let split = case["do_image_splitting"].as_bool().unwrap();
+        let rendered = reference()["generate"][key]["prompt"].as_str().unwrap();
+        let mut inputs = Vec::new();
+        for name in case["pages"].as_array().unwrap() {
+            let t = tiles(&page_image(name.as_str().unwrap()), &processor(split)).unwrap();
+            let prompt = engine.prompt_ids(rendered, t.rows, t.cols).unwrap();
+            inputs.push(PageInput { prompt, pixels: t.pixels, tiles: t.count, side: 32 });
+        }
+        let (got, _) = engine.generate(&inputs, max_new).unwrap();
+        for (r, (g, want)) in got.iter().zip(case["rows"].as_array().unwrap()).enumerate() {
+            assert_eq!(g.ids, ids(&want["generated_ids"]), "{key} row {r}");
+            assert_eq!(g.finish, finish(want["finish_reason"].as_str().unwrap()), "{key} row {r}");
+            rows_checked += 1;
+        }
+    }
+    assert_eq!(rows_checked, 5);
+}
+
 /// Whole documents through the pipeline, as a docling model (`repo_id` names one): the default
 /// prompt is docling's, pages carry `doctags`, and a multi-page TIFF decodes as one batch with
 /// each page's tokens as alone.
