@@ -142,9 +142,14 @@ pub fn run(
     let script = docfleet_tests::repo_root().join("scripts/vlm/bench_idefics3_python.py");
     let list: Vec<String> = batches.iter().map(|b| b.to_string()).collect();
     let mut cmd = Command::new(python);
-    cmd.arg(&script)
-        .arg(&dir)
-        .args(["--threads", &threads.to_string(), "--batches", &list.join(","), "--new-tokens", &new_tokens.to_string()]);
+    cmd.arg(&script).arg(&dir).args([
+        "--threads",
+        &threads.to_string(),
+        "--batches",
+        &list.join(","),
+        "--new-tokens",
+        &new_tokens.to_string(),
+    ]);
     if split {
         cmd.arg("--split");
     }

@@ -16,10 +16,10 @@ use summary::{Goal, Headline};
 
 mod downloader;
 mod fleet;
+mod idefics3;
 mod ocr;
 mod scaler;
 mod summary;
-mod idefics3;
 mod vlm;
 mod worker;
 

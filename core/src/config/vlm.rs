@@ -27,8 +27,9 @@ pub struct VlmSettings {
     /// Resolution at which PDF pages are rasterised, in dots per inch (18–600).
     pub pdf_dpi: f32,
     /// Generate pages from different jobs in flight together: pages with the same prompt and
-    /// token limit (every page has the processor's size) share one generation batch of up to
-    /// `batch_size`, one batch at a time. Off: each job generates its own pages, jobs side by
+    /// token limit share one generation batch of up to `batch_size`, one batch at a time
+    /// (vision-encoder-decoder pages all have the processor's size; Idefics3 pages of any size
+    /// are left-padded to the longest prompt). Off: each job generates its own pages, jobs side by
     /// side. Unset: on with a GPU execution provider, off on CPU.
     pub batch_across_jobs: Option<bool>,
     /// How long a batch with room waits for more pages to merge, in milliseconds (0–1000).

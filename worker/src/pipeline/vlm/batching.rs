@@ -2,7 +2,8 @@
 //!
 //! Every job in flight puts its preprocessed pages on one queue. One caller at a time runs
 //! generation: it takes the oldest waiting page and up to `batch_size - 1` more with the same
-//! prompt and token limit (pages of any job: every page has the processor's input size), waits
+//! prompt and token limit (pages of any job; a page is whatever the family's generation takes:
+//! pixel values for vision-encoder-decoder models, tiles plus prompt ids for Idefics3), waits
 //! up to `batch_max_wait_ms` for more when the batch has room, generates, and hands every row to
 //! its owner. It keeps serving batches until its own pages are done, then the next waiting caller
 //! takes over. A failed merged batch is run again page by page, so only the page that fails
@@ -33,15 +34,14 @@ pub struct Row {
     pub times: Times,
 }
 
-struct Request {
+struct Request<P> {
     id: u64,
     key: Key,
-    pixels: Vec<f32>,
+    page: P,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Request>,
+struct State<P> {
+    queue: VecDeque<Request<P>>,
     done: HashMap<u64, Result<Row>>,
     running: bool,
     next_id: u64,
@@ -49,31 +49,38 @@ struct State {
     merged_batches: u64,
 }
 
-pub struct GenerationQueue {
-    state: Mutex<State>,
+impl<P> Default for State<P> {
+    fn default() -> Self {
+        Self { queue: VecDeque::new(), done: HashMap::new(), running: false, next_id: 0, batches: 0, merged_batches: 0 }
+    }
+}
+
+/// The cross-job queue of pages `P`.
+pub struct GenerationQueue<P = Vec<f32>> {
+    state: Mutex<State<P>>,
     changed: Condvar,
     max_batch: usize,
     max_wait: Duration,
 }
 
-/// Runs one batch: `(pixel values of `batch` pages, batch, key)` → one row per page and times.
-pub type RunBatch<'a> = dyn Fn(&[f32], usize, &Key) -> Result<(Vec<Generated>, Times)> + 'a;
+/// Runs one batch: `(its pages, key)` → one row per page and times.
+pub type RunBatch<'a, P> = dyn Fn(&[&P], &Key) -> Result<(Vec<Generated>, Times)> + 'a;
 
-impl GenerationQueue {
+impl<P> GenerationQueue<P> {
     pub fn new(max_batch: usize, max_wait: Duration) -> Self {
         Self { state: Mutex::new(State::default()), changed: Condvar::new(), max_batch: max_batch.max(1), max_wait }
     }
 
-    /// Generate for `pages` (each one page's pixel values), sharing batches with other callers'
-    /// pages of the same key. Results in the order of `pages`.
-    pub fn generate(&self, key: &Key, pages: Vec<Vec<f32>>, run: &RunBatch<'_>) -> Vec<Result<Row>> {
+    /// Generate for `pages`, sharing batches with other callers' pages of the same key. Results
+    /// in the order of `pages`.
+    pub fn generate(&self, key: &Key, pages: Vec<P>, run: &RunBatch<'_, P>) -> Vec<Result<Row>> {
         let mut state = self.state.lock().expect("queue lock");
         let mut mine = Vec::with_capacity(pages.len());
-        for pixels in pages {
+        for page in pages {
             let id = state.next_id;
             state.next_id += 1;
             mine.push(id);
-            state.queue.push_back(Request { id, key: key.clone(), pixels });
+            state.queue.push_back(Request { id, key: key.clone(), page });
         }
         self.changed.notify_all();
         loop {
@@ -102,7 +109,8 @@ impl GenerationQueue {
 
     /// The oldest request and up to `max_batch - 1` more with its key, waiting up to `max_wait`
     /// for company when there is room (the lock is released while waiting).
-    fn take_batch<'a>(&'a self, mut state: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, Vec<Request>) {
+    #[allow(clippy::type_complexity)]
+    fn take_batch<'a>(&'a self, mut state: MutexGuard<'a, State<P>>) -> (MutexGuard<'a, State<P>>, Vec<Request<P>>) {
         let first = state.queue.pop_front().expect("queue not empty");
         let key = first.key.clone();
         let mut batch = vec![first];
@@ -132,16 +140,13 @@ impl GenerationQueue {
 }
 
 /// Run one batch; on failure of a merged batch, each page again on its own.
-fn run_batch(batch: Vec<Request>, run: &RunBatch<'_>) -> Vec<(u64, Result<Row>)> {
+fn run_batch<P>(batch: Vec<Request<P>>, run: &RunBatch<'_, P>) -> Vec<(u64, Result<Row>)> {
     static BATCH_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let next_id = || BATCH_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let key = batch[0].key.clone();
     let n = batch.len();
-    let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
-    for r in &batch {
-        pixels.extend_from_slice(&r.pixels);
-    }
-    match run(&pixels, n, &key) {
+    let pages: Vec<&P> = batch.iter().map(|r| &r.page).collect();
+    match run(&pages, &key) {
         Ok((rows, times)) if rows.len() == n => {
             let batch_id = next_id();
             batch
@@ -161,7 +166,7 @@ fn run_batch(batch: Vec<Request>, run: &RunBatch<'_>) -> Vec<(u64, Result<Row>)>
         Err(_) => batch
             .into_iter()
             .map(|r| {
-                let out = run(&r.pixels, 1, &r.key).and_then(|(mut rows, times)| {
+                let out = run(&[&r.page], &r.key).and_then(|(mut rows, times)| {
                     let generated =
                         rows.pop().ok_or_else(|| docfleet_core::Error::Model("generation returned no row".into()))?;
                     Ok(Row { generated, batch_id: next_id(), batch_size: 1, times })
@@ -186,12 +191,12 @@ mod tests {
     fn fake(
         max: usize,
         sizes: &Mutex<Vec<usize>>,
-    ) -> impl Fn(&[f32], usize, &Key) -> Result<(Vec<Generated>, Times)> + '_ {
-        move |px, n, key| {
-            assert_eq!(px.len(), n * PAGE);
+    ) -> impl Fn(&[&Vec<f32>], &Key) -> Result<(Vec<Generated>, Times)> + '_ {
+        move |rows, key| {
+            let n = rows.len();
+            assert!(rows.iter().all(|r| r.len() == PAGE));
             assert!(n <= max, "batch of {n} over {max}");
             sizes.lock().unwrap().push(n);
-            let rows: Vec<&[f32]> = px.chunks(PAGE).collect();
             assert!(rows.iter().all(|r| r[1] as usize == key.max_new_tokens), "pages of another key merged in");
             if rows.iter().any(|r| r[0] == 666.0) {
                 return Err(docfleet_core::Error::Model("bad page".into()));

@@ -233,7 +233,10 @@ impl VlmEngine {
             prep.push(t.elapsed());
         }
         let key = batching::Key { prompt: prompt.to_vec(), max_new_tokens };
-        let run = |px: &[f32], n: usize, key: &batching::Key| self.generate(px, n, &key.prompt, key.max_new_tokens);
+        let run = |pages: &[&Vec<f32>], key: &batching::Key| {
+            let px: Vec<f32> = pages.iter().flat_map(|p| p.iter().copied()).collect();
+            self.generate(&px, pages.len(), &key.prompt, key.max_new_tokens)
+        };
         let rows = queue.generate(&key, pixels, &run);
         // Batches numbered in the order this job's pages met them.
         let mut seen: Vec<u64> = Vec::new();

@@ -9,6 +9,7 @@
 //! it stops (its cache rows dropped); the cache is never copied otherwise: each step's
 //! `present.*` outputs are the next step's `past_key_values.*` inputs as they are.
 
+use std::borrow::Borrow;
 use std::time::{Duration, Instant};
 
 use docfleet_core::{Error, Result};
@@ -72,9 +73,9 @@ fn embed(s: &Sessions, ids: &[i64], rows: usize, len: usize, run: &mut Duration)
 }
 
 /// Generate for `pages` together, at most `max_new_tokens` each.
-pub fn generate(
+pub fn generate<P: Borrow<PageInput>>(
     s: &Sessions,
-    pages: &[PageInput],
+    pages: &[P],
     max_new_tokens: usize,
     rules: &Rules,
     pad_token_id: i64,
@@ -82,6 +83,7 @@ pub fn generate(
 ) -> Result<(Vec<Generated>, Times)> {
     let started = Instant::now();
     let mut times = Times::default();
+    let pages: Vec<&PageInput> = pages.iter().map(Borrow::borrow).collect();
     let batch = pages.len();
     if batch == 0 || max_new_tokens == 0 || pages.iter().any(|p| p.prompt.is_empty()) {
         return Err(Error::InvalidInput("nothing to generate (no page, empty prompt or no tokens allowed)".into()));
@@ -89,7 +91,7 @@ pub fn generate(
 
     // Vision encoder, page by page (each page's own tile count).
     let mut features = Vec::with_capacity(batch);
-    for page in pages {
+    for page in &pages {
         features.push(encode_page(s, page, &mut times.encoder)?);
     }
 

@@ -2,7 +2,8 @@
 //! transformers.js / onnx-community export: what the family adds to the pipeline is its
 //! preprocessing ([`preprocess`]: tiles plus the global image), its prompt ([`prompt`]: the
 //! model's chat template, then the image placeholders expanded) and its decoder-only generation
-//! with left padding ([`generate`]). Pages of a document are generated `vlm.batch_size` at a time.
+//! with left padding ([`generate`]). Pages of a document are generated `vlm.batch_size` at a time,
+//! or, with `vlm.batch_across_jobs`, together with other jobs' pages of the same task prompt.
 
 pub mod generate;
 pub mod preprocess;
@@ -24,6 +25,7 @@ use self::generate::PageInput;
 use self::preprocess::{Idefics3Processor, Tiles};
 use self::prompt::ChatTemplate;
 use self::session::{GRAPHS, Sessions};
+use super::batching::{self, GenerationQueue};
 use super::config::{GenerationConfig, ModelConfig};
 use super::generate::{Generated, Rules, Times};
 use super::tokenizer::Tokenizer;
@@ -65,6 +67,8 @@ pub struct Idefics3Engine {
     settings: VlmSettings,
     limits: Limits,
     snapshot: Snapshot,
+    /// Pages of all jobs in flight, generated together (`vlm.batch_across_jobs`).
+    across_jobs: Option<GenerationQueue<PageInput>>,
 }
 
 /// One page's generation.
@@ -79,6 +83,16 @@ pub struct PageResult {
     pub batch: usize,
     pub batch_size: usize,
     pub times: Times,
+}
+
+/// What preprocessing found for one page.
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    preprocess: Duration,
+    tiles: usize,
+    rows: usize,
+    cols: usize,
+    prompt_len: usize,
 }
 
 /// Whether `config.json` at `path` says this family.
@@ -151,9 +165,11 @@ impl Idefics3Engine {
         let sessions = Sessions::load(&runtime, &snap.root, dtype, &snap.id())?;
         let rules = Rules::from_config(&generation);
         let docling = snap.repo_id.to_lowercase().contains("docling");
-        if settings.vlm.batch_across_jobs == Some(true) {
-            tracing::warn!(model = %snap.id(), "vlm.batch_across_jobs is not supported for Idefics3 models yet: each job batches its own pages");
-        }
+        let v = &settings.vlm;
+        let across_jobs = v
+            .batch_across_jobs
+            .unwrap_or(gpu)
+            .then(|| GenerationQueue::new(v.batch_size, Duration::from_millis(v.batch_max_wait_ms)));
         tracing::info!(
             model = %snap.id(), family = MODEL_TYPE, dtype = dtype.as_str(), docling,
             tile = processor.tile, image_seq_len, "vlm model loaded"
@@ -174,6 +190,7 @@ impl Idefics3Engine {
             settings: settings.vlm.clone(),
             limits: settings.limits.clone(),
             snapshot: snap,
+            across_jobs,
         })
     }
 
@@ -246,7 +263,11 @@ impl Idefics3Engine {
     }
 
     /// Generate for preprocessed pages together.
-    pub fn generate(&self, pages: &[PageInput], max_new_tokens: usize) -> Result<(Vec<Generated>, Times)> {
+    pub fn generate<P: std::borrow::Borrow<PageInput>>(
+        &self,
+        pages: &[P],
+        max_new_tokens: usize,
+    ) -> Result<(Vec<Generated>, Times)> {
         generate::generate(
             &self.sessions,
             pages,
@@ -290,52 +311,110 @@ impl Idefics3Engine {
         self.settings.pdf_dpi
     }
 
+    /// How many generation batches ran across jobs, and how many of them merged pages.
+    pub fn batch_stats(&self) -> Option<(u64, u64)> {
+        self.across_jobs.as_ref().map(GenerationQueue::stats)
+    }
+
+    /// One page's tiles and prompt ids; errors name the page.
+    fn prepare_page(&self, img: &RgbImage, rendered: &str, page_no: usize) -> Result<(PageInput, Prepared)> {
+        let t = Instant::now();
+        let tiles = self.tiles(img).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::InvalidInput(format!("page {page_no}: {m}")),
+            other => other,
+        })?;
+        let prompt = self.prompt_ids(rendered, tiles.rows, tiles.cols).map_err(|e| match e {
+            Error::InvalidJob(m) => Error::InvalidJob(format!("page {page_no}: {m}")),
+            other => other,
+        })?;
+        let prepared = Prepared {
+            preprocess: t.elapsed(),
+            tiles: tiles.count,
+            rows: tiles.rows,
+            cols: tiles.cols,
+            prompt_len: prompt.len(),
+        };
+        Ok((
+            PageInput { prompt, pixels: tiles.pixels, tiles: tiles.count, side: self.processor.tile as usize },
+            prepared,
+        ))
+    }
+
+    fn page_result(generated: Generated, p: Prepared, batch: usize, batch_size: usize, times: Times) -> PageResult {
+        PageResult {
+            generated,
+            prompt_len: p.prompt_len,
+            tiles: p.tiles,
+            rows: p.rows,
+            cols: p.cols,
+            preprocess: p.preprocess,
+            batch,
+            batch_size,
+            times,
+        }
+    }
+
+    /// Generate for a document's pages: `vlm.batch_size` at a time on their own, or with other
+    /// jobs' pages of the same prompt and token limit when `vlm.batch_across_jobs` is on.
     fn read_pages(&self, pages: &[&RgbImage], rendered: &str, requested: Option<usize>) -> Result<Vec<PageResult>> {
+        let Some(queue) = &self.across_jobs else { return self.read_pages_alone(pages, rendered, requested) };
+        let mut inputs = Vec::with_capacity(pages.len());
+        let mut prep = Vec::with_capacity(pages.len());
+        for (i, img) in pages.iter().enumerate() {
+            let (input, p) = self.prepare_page(img, rendered, i + 1)?;
+            inputs.push(input);
+            prep.push(p);
+        }
+        // Pages share a batch when their task prompt (before the image expansion) and requested
+        // limit are the same; the batch's limit follows its longest prompt, as a job's own does.
+        let key =
+            batching::Key { prompt: self.tokenizer.encode(rendered, false)?, max_new_tokens: requested.unwrap_or(0) };
+        let run = |batch: &[&PageInput], key: &batching::Key| {
+            let longest = batch.iter().map(|p| p.prompt.len()).max().unwrap_or(0);
+            let limit = self.token_limit(longest, (key.max_new_tokens > 0).then_some(key.max_new_tokens));
+            self.generate(batch, limit)
+        };
+        let rows = queue.generate(&key, inputs, &run);
+        let mut seen: Vec<u64> = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, (row, p)) in rows.into_iter().zip(prep).enumerate() {
+            let row = row.map_err(|e| match e {
+                Error::Model(m) => Error::Model(format!("page {}: {m}", i + 1)),
+                other => other,
+            })?;
+            let batch = seen.iter().position(|&b| b == row.batch_id).unwrap_or_else(|| {
+                seen.push(row.batch_id);
+                seen.len() - 1
+            });
+            out.push(Self::page_result(row.generated, p, batch, row.batch_size, row.times));
+        }
+        Ok(out)
+    }
+
+    fn read_pages_alone(
+        &self,
+        pages: &[&RgbImage],
+        rendered: &str,
+        requested: Option<usize>,
+    ) -> Result<Vec<PageResult>> {
+        let size = self.settings.batch_size;
         let mut out = Vec::with_capacity(pages.len());
-        for (b, chunk) in pages.chunks(self.settings.batch_size).enumerate() {
+        for (b, chunk) in pages.chunks(size).enumerate() {
             let mut inputs = Vec::with_capacity(chunk.len());
             let mut prep = Vec::with_capacity(chunk.len());
             for (i, img) in chunk.iter().enumerate() {
-                let page_no = b * self.settings.batch_size + i + 1;
-                let t = Instant::now();
-                let tiles = self.tiles(img).map_err(|e| match e {
-                    Error::InvalidInput(m) => Error::InvalidInput(format!("page {page_no}: {m}")),
-                    other => other,
-                })?;
-                let prompt = self.prompt_ids(rendered, tiles.rows, tiles.cols).map_err(|e| match e {
-                    Error::InvalidJob(m) => Error::InvalidJob(format!("page {page_no}: {m}")),
-                    other => other,
-                })?;
-                prep.push((t.elapsed(), tiles.count, tiles.rows, tiles.cols, prompt.len()));
-                inputs.push(PageInput {
-                    prompt,
-                    pixels: tiles.pixels,
-                    tiles: tiles.count,
-                    side: self.processor.tile as usize,
-                });
+                let (input, p) = self.prepare_page(img, rendered, b * size + i + 1)?;
+                inputs.push(input);
+                prep.push(p);
             }
             let longest = inputs.iter().map(|p| p.prompt.len()).max().unwrap_or(0);
             let limit = self.token_limit(longest, requested);
             let (generated, times) = self.generate(&inputs, limit).map_err(|e| match e {
-                Error::Model(m) => Error::Model(format!(
-                    "pages {}–{}: {m}",
-                    b * self.settings.batch_size + 1,
-                    b * self.settings.batch_size + chunk.len()
-                )),
+                Error::Model(m) => Error::Model(format!("pages {}–{}: {m}", b * size + 1, b * size + chunk.len())),
                 other => other,
             })?;
-            for (g, (preprocess, tiles, rows, cols, prompt_len)) in generated.into_iter().zip(prep) {
-                out.push(PageResult {
-                    generated: g,
-                    prompt_len,
-                    tiles,
-                    rows,
-                    cols,
-                    preprocess,
-                    batch: b,
-                    batch_size: chunk.len(),
-                    times,
-                });
+            for (g, p) in generated.into_iter().zip(prep) {
+                out.push(Self::page_result(g, p, b, chunk.len(), times));
             }
         }
         Ok(out)
@@ -416,7 +495,7 @@ impl Idefics3Engine {
                 "strategy": "greedy",
                 "max_new_tokens": requested.or((self.settings.max_new_tokens > 0).then_some(self.settings.max_new_tokens)).or(self.model_max_new_tokens),
                 "batch_size": self.settings.batch_size,
-                "batch_across_jobs": false,
+                "batch_across_jobs": self.across_jobs.is_some(),
                 "eos_token_ids": self.generation.eos_token_ids,
                 "no_repeat_ngram_size": self.generation.no_repeat_ngram_size,
                 "repetition_penalty": self.generation.repetition_penalty,

@@ -239,6 +239,43 @@ fn documents_run_as_a_docling_model_with_batched_pages() {
     eprintln!("idefics3 4-page batch timings_ms: {}", out["timings_ms"]);
 }
 
+/// `vlm.batch_across_jobs`: one-page documents of different sizes (different tile counts, so
+/// left-padded rows) read at once from six threads share generation batches of up to 4 and each
+/// page still gets exactly the tokens it gets alone (transformers' single-page references).
+#[test]
+fn pages_of_different_jobs_generate_together_with_the_same_tokens() {
+    let mut settings = settings_for(&fixtures());
+    settings.models.vlm.repo_id = "ds4sd/SmolDocling-256M-preview".into(); // the references' prompt
+    settings.vlm.max_new_tokens = reference()["max_new_tokens"].as_u64().unwrap() as usize;
+    settings.vlm.batch_across_jobs = Some(true);
+    settings.vlm.batch_max_wait_ms = 300;
+    let vlm = Vlm::load(&settings).unwrap_or_else(|e| panic!("needs onnxruntime: {e}"));
+    let engine = vlm.idefics3().unwrap().clone();
+    let names = ["a4_150dpi", "landscape", "strip_wide", "tiny", "a4_150dpi", "tiny"];
+    let start = Arc::new(std::sync::Barrier::new(names.len()));
+    let handles: Vec<_> = names
+        .iter()
+        .map(|&name| {
+            let (engine, start) = (engine.clone(), start.clone());
+            let bytes = std::fs::read(fixtures().join(format!("images/{name}.png"))).unwrap();
+            let want = reference()["generate"][format!("single/{name}/split")]["rows"][0].clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let (out, _) = engine.read_rasterized(&bytes, None, &Map::new()).unwrap();
+                let p = &out["pages"][0];
+                assert_eq!(ids(&p["token_ids"]), ids(&want["generated_ids"]), "{name}");
+                assert_eq!(p["finish_reason"], want["finish_reason"], "{name}");
+                assert_eq!(out["generation"]["batch_across_jobs"], true);
+                p["batch"]["size"].as_u64().unwrap()
+            })
+        })
+        .collect();
+    let sizes: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let (batches, merged) = engine.batch_stats().unwrap();
+    assert!(sizes.iter().all(|&n| (1..=4).contains(&n)), "{sizes:?}");
+    assert!(merged > 0 && batches < names.len() as u64, "{batches} batches, {merged} merged: {sizes:?}");
+}
+
 #[test]
 fn bad_inputs_are_clear_errors() {
     let engine = engine();
