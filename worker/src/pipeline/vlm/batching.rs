@@ -190,10 +190,7 @@ mod tests {
 
     /// A fake model: each page's first value is its identity, echoed back as its only token; the
     /// second must be the batch's token limit; identity 666 makes any batch holding it fail.
-    fn fake(
-        max: usize,
-        sizes: &Mutex<Vec<usize>>,
-    ) -> impl Fn(&[&Vec<f32>], &Key) -> Generation + '_ {
+    fn fake(max: usize, sizes: &Mutex<Vec<usize>>) -> impl Fn(&[&Vec<f32>], &Key) -> Generation + '_ {
         move |rows, key| {
             let n = rows.len();
             assert!(rows.iter().all(|r| r.len() == PAGE));

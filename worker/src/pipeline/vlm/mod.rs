@@ -11,6 +11,7 @@ pub mod generate;
 pub mod idefics3;
 pub mod preprocess;
 pub mod resample;
+pub mod result;
 pub mod session;
 #[cfg(test)]
 mod tests;
@@ -365,74 +366,25 @@ impl VlmEngine {
         let images: Vec<&RgbImage> = pages.iter().map(|p| &p.image).collect();
         let read = self.read_pages(&images, &prompt, limit)?;
 
-        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
-        let mut page_values = Vec::with_capacity(read.len());
-        let mut texts = Vec::with_capacity(read.len());
-        let (mut preprocess, mut tokens) = (Duration::ZERO, 0usize);
-        let mut batches: Vec<Times> = Vec::new();
-        for (i, (page, r)) in pages.iter().zip(&read).enumerate() {
-            if batches.len() == r.batch {
-                batches.push(r.times);
-            }
-            preprocess += r.preprocess;
-            tokens += r.generated.ids.len();
-            let t = &r.times;
-            let mut v = json!({
-                "page": i + 1,
-                "width": page.image.width(),
-                "height": page.image.height(),
-                "text": r.text,
-                "generated_text": r.generated_text,
-                "raw_text": r.raw_text,
-                "tokens": r.generated.ids.len(),
-                "token_ids": r.generated.ids,
-                "finish_reason": r.generated.finish.as_str(),
-                "batch": {"index": r.batch, "size": r.batch_size},
-                "timings_ms": {
-                    "preprocess": ms(r.preprocess),
-                    "encoder": ms(t.encoder),
-                    "decoder": ms(t.decoder),
-                    "decoder_per_token": ms(t.decoder / t.steps.max(1) as u32),
-                },
-            });
-            if let Some(dpi) = page.dpi {
-                v["dpi"] = json!(dpi);
-            }
-            page_values.push(v);
-            texts.push(r.text.clone());
+        let mut record = result::Record::default();
+        for (page, r) in pages.iter().zip(&read) {
+            let page_record = result::PageRecord {
+                text: &r.text,
+                generated: &r.generated,
+                preprocess: r.preprocess,
+                batch: r.batch,
+                batch_size: r.batch_size,
+                times: &r.times,
+            };
+            let v = record.push(page, &page_record);
+            v["generated_text"] = json!(r.generated_text);
+            v["raw_text"] = json!(r.raw_text);
         }
-        let sum = |f: fn(&Times) -> Duration| batches.iter().map(f).sum::<Duration>();
-        let (encoder, decoder, host) = (sum(|t| t.encoder), sum(|t| t.decoder), sum(|t| t.host()));
-        let total = started.elapsed();
-        let text = texts.join("\n\u{c}\n");
-        let output = json!({
-            "format": format,
-            "mime_type": format.mime(),
-            "bytes": bytes.len(),
-            "page_count": page_values.len(),
-            "pages": page_values,
-            "text": text,
-            "prompt": {"text": prompt_text.unwrap_or_else(|| self.settings.prompt.clone()), "token_ids": prompt},
-            "generation": {
-                "strategy": "greedy",
-                "max_new_tokens": limit,
-                "batch_size": self.settings.batch_size,
-                "batch_across_jobs": self.across_jobs.is_some(),
-                "eos_token_ids": self.generation.eos_token_ids,
-                "no_repeat_ngram_size": self.generation.no_repeat_ngram_size,
-                "repetition_penalty": self.generation.repetition_penalty,
-                "tokens": tokens,
-            },
-            "model": self.model_info(),
-            "timings_ms": {
-                "decode": ms(decode),
-                "preprocess": ms(preprocess),
-                "encoder": ms(encoder),
-                "decoder": ms(decoder),
-                "outside_session_run": ms(host),
-                "total": ms(total),
-            },
-        });
+        let text = record.text();
+        let prompt = json!({"text": prompt_text.unwrap_or_else(|| self.settings.prompt.clone()), "token_ids": prompt});
+        let generation =
+            result::generation(Some(limit), self.settings.batch_size, self.across_jobs.is_some(), &self.generation);
+        let output = record.finish(format, bytes.len(), prompt, generation, self.model_info(), decode, started);
         Ok((output, format!("{text}\n")))
     }
 }

@@ -28,6 +28,7 @@ use self::session::{GRAPHS, Sessions};
 use super::batching::{self, GenerationQueue};
 use super::config::{GenerationConfig, ModelConfig};
 use super::generate::{Generated, Rules, Times};
+use super::result;
 use super::tokenizer::Tokenizer;
 use crate::document::{Rasterized, given_or_rasterize};
 use crate::runtime::Runtime;
@@ -437,81 +438,35 @@ impl Idefics3Engine {
         let images: Vec<&RgbImage> = pages.iter().map(|p| &p.image).collect();
         let read = self.read_pages(&images, &rendered, requested)?;
 
-        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
-        let mut page_values = Vec::with_capacity(read.len());
-        let mut texts = Vec::with_capacity(read.len());
-        let (mut preprocess, mut tokens) = (Duration::ZERO, 0usize);
-        let mut batches: Vec<Times> = Vec::new();
+        let mut record = result::Record::default();
         let mut doctags: Vec<String> = Vec::new();
-        for (i, (page, r)) in pages.iter().zip(&read).enumerate() {
-            if batches.len() == r.batch {
-                batches.push(r.times);
-            }
-            preprocess += r.preprocess;
-            tokens += r.generated.ids.len();
-            let t = &r.times;
+        for (page, r) in pages.iter().zip(&read) {
             let page_text = self.decode(&r.generated.ids)?;
-            let mut v = json!({
-                "page": i + 1,
-                "width": page.image.width(),
-                "height": page.image.height(),
-                "text": page_text,
-                "tokens": r.generated.ids.len(),
-                "token_ids": r.generated.ids,
-                "finish_reason": r.generated.finish.as_str(),
-                "prompt_tokens": r.prompt_len,
-                "tiles": {"count": r.tiles, "rows": r.rows, "cols": r.cols},
-                "batch": {"index": r.batch, "size": r.batch_size},
-                "timings_ms": {
-                    "preprocess": ms(r.preprocess),
-                    "encoder": ms(t.encoder),
-                    "decoder": ms(t.decoder),
-                    "decoder_per_token": ms(t.decoder / t.steps.max(1) as u32),
-                },
-            });
+            let page_record = result::PageRecord {
+                text: &page_text,
+                generated: &r.generated,
+                preprocess: r.preprocess,
+                batch: r.batch,
+                batch_size: r.batch_size,
+                times: &r.times,
+            };
+            let v = record.push(page, &page_record);
+            v["prompt_tokens"] = json!(r.prompt_len);
+            v["tiles"] = json!({"count": r.tiles, "rows": r.rows, "cols": r.cols});
             if self.docling {
                 let tags = self.doctags(&r.generated)?;
                 v["doctags"] = json!(tags);
                 doctags.push(tags);
             }
-            if let Some(dpi) = page.dpi {
-                v["dpi"] = json!(dpi);
-            }
-            page_values.push(v);
-            texts.push(page_text);
         }
-        let sum = |f: fn(&Times) -> Duration| batches.iter().map(f).sum::<Duration>();
-        let (encoder, decoder, host) = (sum(|t| t.encoder), sum(|t| t.decoder), sum(|t| t.host()));
-        let text_out = texts.join("\n\u{c}\n");
-        let output = json!({
-            "format": format,
-            "mime_type": format.mime(),
-            "bytes": bytes.len(),
-            "page_count": page_values.len(),
-            "pages": page_values,
-            "text": text_out,
-            "prompt": {"text": text},
-            "generation": {
-                "strategy": "greedy",
-                "max_new_tokens": requested.or((self.settings.max_new_tokens > 0).then_some(self.settings.max_new_tokens)).or(self.model_max_new_tokens),
-                "batch_size": self.settings.batch_size,
-                "batch_across_jobs": self.across_jobs.is_some(),
-                "eos_token_ids": self.generation.eos_token_ids,
-                "no_repeat_ngram_size": self.generation.no_repeat_ngram_size,
-                "repetition_penalty": self.generation.repetition_penalty,
-                "tokens": tokens,
-            },
-            "model": self.model_info(),
-            "timings_ms": {
-                "decode": ms(decode),
-                "preprocess": ms(preprocess),
-                "encoder": ms(encoder),
-                "decoder": ms(decoder),
-                "outside_session_run": ms(host),
-                "total": ms(started.elapsed()),
-            },
-        });
-        let mut output = output;
+        let text_out = record.text();
+        let limit = requested
+            .or((self.settings.max_new_tokens > 0).then_some(self.settings.max_new_tokens))
+            .or(self.model_max_new_tokens);
+        let generation =
+            result::generation(limit, self.settings.batch_size, self.across_jobs.is_some(), &self.generation);
+        let mut output =
+            record.finish(format, bytes.len(), json!({"text": text}), generation, self.model_info(), decode, started);
         if self.docling {
             // The pages as one document: DocTags boxes in page pixels.
             let inputs: Vec<docfleet_core::doctags::PageInput<'_>> = doctags
