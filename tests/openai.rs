@@ -89,12 +89,18 @@ impl Server {
     fn wait_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
-            if http_get(self.port, "/v1/models").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")) {
+            if http_get(self.port, "/v1/models")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("transformers serve did not come up on {}; log:\n{}", self.port, std::fs::read_to_string(&self.log).unwrap_or_default());
+        panic!(
+            "transformers serve did not come up on {}; log:\n{}",
+            self.port,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     fn url(&self) -> String {
@@ -278,7 +284,8 @@ async fn openai_engine_pages_equal_direct_requests() {
     let txt = output_text(&fx, &format!("{key}.txt")).await;
     assert_eq!(txt, format!("{}\n", texts.join("\n\u{c}\n")));
     let usage = &output["usage"];
-    let completion: u64 = output["pages"].as_array().unwrap().iter().map(|p| p["usage"]["completion_tokens"].as_u64().unwrap()).sum();
+    let completion: u64 =
+        output["pages"].as_array().unwrap().iter().map(|p| p["usage"]["completion_tokens"].as_u64().unwrap()).sum();
     assert_eq!(usage["completion_tokens"], completion);
 }
 
@@ -312,8 +319,13 @@ impl Proxy {
                             && String::from_utf8_lossy(&body).contains(mark)
                         {
                             marked.fetch_add(1, Ordering::SeqCst);
-                            let msg = br#"{"error":{"message":"image could not be decoded","type":"invalid_request_error"}}"#;
-                            let _ = write!(conn, "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", msg.len());
+                            let msg =
+                                br#"{"error":{"message":"image could not be decoded","type":"invalid_request_error"}}"#;
+                            let _ = write!(
+                                conn,
+                                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                                msg.len()
+                            );
                             let _ = conn.write_all(msg);
                             continue;
                         }
@@ -352,7 +364,9 @@ fn read_request(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let head = String::from_utf8_lossy(&buf).into_owned();
     let len = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     conn.read_exact(&mut body).ok()?;
@@ -385,7 +399,10 @@ fn forward(upstream: u16, head: &str, body: &[u8]) -> Option<Vec<u8>> {
     let mut framed = String::new();
     for l in h.split("\r\n").filter(|l| !l.is_empty()) {
         let lower = l.to_ascii_lowercase();
-        if lower.starts_with("content-length:") || lower.starts_with("connection:") || lower.starts_with("transfer-encoding:") {
+        if lower.starts_with("content-length:")
+            || lower.starts_with("connection:")
+            || lower.starts_with("transfer-encoding:")
+        {
             continue;
         }
         framed.push_str(l);
@@ -544,18 +561,21 @@ async fn server_killed_mid_run_releases_documents_and_they_finish() {
     let done_at_kill = fx.output_keys("results/").await.iter().filter(|k| k.ends_with(".json")).count();
     assert!(done_at_kill < n as usize, "the server was killed before the run ended");
     let ready_port = http_port;
-    assert!(tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http_get(ready_port, "/ready").is_some_and(|r| r.contains(" 503 ")) {
-                return true;
+    assert!(
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if http_get(ready_port, "/ready").is_some_and(|r| r.contains(" 503 ")) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    })
-    .await
-    .unwrap(), "/ready must turn 503 when the server goes away");
+            false
+        })
+        .await
+        .unwrap(),
+        "/ready must turn 503 when the server goes away"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _server = tokio::task::spawn_blocking(move || Server::start(port)).await.unwrap();
     let mut child = child;

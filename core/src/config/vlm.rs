@@ -172,9 +172,8 @@ impl VlmServerSettings {
             return Ok(Some(key.clone()));
         }
         let Some(path) = &self.api_key_file else { return Ok(None) };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::Error::Config(format!("vlm.server.api_key_file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::Error::Config(format!("vlm.server.api_key_file {}: {e}", path.display())))?;
         Ok(Some(Secret::new(text.trim())))
     }
 
@@ -193,7 +192,10 @@ impl VlmServerSettings {
     fn validate(&self, fail: &Fail) -> Result<()> {
         let url = self.url.trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
-            return fail("vlm.server.url", format!("must be an http(s) URL such as http://127.0.0.1:8000/v1, got `{}`", self.url));
+            return fail(
+                "vlm.server.url",
+                format!("must be an http(s) URL such as http://127.0.0.1:8000/v1, got `{}`", self.url),
+            );
         }
         if !(1..=4096).contains(&self.max_in_flight) {
             return fail("vlm.server.max_in_flight", format!("must be 1–4096, got {}", self.max_in_flight));
@@ -205,7 +207,10 @@ impl VlmServerSettings {
             return fail("vlm.server.retries", format!("must be 0–20, got {}", self.retries));
         }
         if !(1..=60_000).contains(&self.retry_base_delay_ms) {
-            return fail("vlm.server.retry_base_delay_ms", format!("must be 1–60000, got {}", self.retry_base_delay_ms));
+            return fail(
+                "vlm.server.retry_base_delay_ms",
+                format!("must be 1–60000, got {}", self.retry_base_delay_ms),
+            );
         }
         if !(64..=8192).contains(&self.image_longest_side) {
             return fail("vlm.server.image_longest_side", format!("must be 64–8192, got {}", self.image_longest_side));
@@ -223,7 +228,10 @@ impl VlmServerSettings {
             return fail("vlm.server.probe_interval_ms", format!("must be 100–60000, got {}", self.probe_interval_ms));
         }
         if self.api_key.is_some() && self.api_key_file.is_some() {
-            return fail("vlm.server.api_key_file", "set vlm.server.api_key or vlm.server.api_key_file, not both".into());
+            return fail(
+                "vlm.server.api_key_file",
+                "set vlm.server.api_key or vlm.server.api_key_file, not both".into(),
+            );
         }
         if let Some(path) = &self.api_key_file
             && !path.is_file()
@@ -445,7 +453,10 @@ mod tests {
             .prefix_separator("__")
             .separator("__")
             .source(Some(map));
-        crate::config::load_with_env(&crate::config::LoadOptions { profile: Some("local-dev".into()), config_file: None }, env)
+        crate::config::load_with_env(
+            &crate::config::LoadOptions { profile: Some("local-dev".into()), config_file: None },
+            env,
+        )
     }
 
     #[test]
@@ -487,8 +498,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "sk-from-file\n").unwrap();
-        let loaded = load(&[("DOCFLEET__VLM__ENGINE", "openai"), ("DOCFLEET__VLM__SERVER__API_KEY_FILE", file.to_str().unwrap())])
-            .unwrap();
+        let loaded = load(&[
+            ("DOCFLEET__VLM__ENGINE", "openai"),
+            ("DOCFLEET__VLM__SERVER__API_KEY_FILE", file.to_str().unwrap()),
+        ])
+        .unwrap();
         assert_eq!(loaded.settings.vlm.server.bearer_token().unwrap().unwrap().expose(), "sk-from-file");
     }
 

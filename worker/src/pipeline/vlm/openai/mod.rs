@@ -62,7 +62,10 @@ struct Shared {
 enum Attempt {
     Done(Value),
     /// Worth retrying (429, 5xx, timeout, connection error); `down`: the server is not there.
-    Retry { why: String, down: bool },
+    Retry {
+        why: String,
+        down: bool,
+    },
     /// The server says the input is bad.
     Rejected(String),
     /// Not the document's fault, and retrying now will not help (401, 404: configuration).
@@ -185,11 +188,10 @@ impl OpenaiEngine {
             prompts.push(presets::prompt(s.preset, &s.prompt_template, i + 1, count, prompt_override.as_deref())?);
         }
         let max_tokens = max_tokens.map(|n| n as u32).unwrap_or(s.max_tokens);
-        let answers =
-            futures::future::join_all(prompts.iter().enumerate().map(|(i, prompt)| {
-                sh.read_page(raster.clone(), i, prompt, max_tokens)
-            }))
-            .await;
+        let answers = futures::future::join_all(
+            prompts.iter().enumerate().map(|(i, prompt)| sh.read_page(raster.clone(), i, prompt, max_tokens)),
+        )
+        .await;
         let answers = answers.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(self.assemble(bytes.len(), &raster, &prompts, answers, decode, started))
     }
@@ -307,14 +309,21 @@ impl OpenaiEngine {
 
 impl Shared {
     /// One page: wait for a request slot, encode the page, send it (with retries).
-    async fn read_page(&self, raster: Arc<Rasterized>, index: usize, prompt: &str, max_tokens: u32) -> Result<PageAnswer> {
+    async fn read_page(
+        &self,
+        raster: Arc<Rasterized>,
+        index: usize,
+        prompt: &str,
+        max_tokens: u32,
+    ) -> Result<PageAnswer> {
         let _slot = self.in_flight.acquire().await.expect("semaphore open");
         let (longest, format, quality) =
             (self.settings.image_longest_side, self.settings.image_format, self.settings.jpeg_quality);
         let t = Instant::now();
-        let (url, sent) = tokio::task::spawn_blocking(move || encode_page(&raster.1[index].image, longest, format, quality))
-            .await
-            .map_err(|e| Error::InvalidInput(format!("page {}: encoding crashed: {e}", index + 1)))??;
+        let (url, sent) =
+            tokio::task::spawn_blocking(move || encode_page(&raster.1[index].image, longest, format, quality))
+                .await
+                .map_err(|e| Error::InvalidInput(format!("page {}: encoding crashed: {e}", index + 1)))??;
         let encode = t.elapsed();
         let mut body = self.extra.clone();
         let model = self.model.lock().expect("model lock").clone();
@@ -452,7 +461,11 @@ impl Shared {
         {
             let mut model = self.model.lock().expect("model lock");
             if model.is_none() {
-                *model = Some(first.clone().ok_or_else(|| format!("GET {}/models lists no model; set vlm.server.model", self.base))?);
+                *model = Some(
+                    first
+                        .clone()
+                        .ok_or_else(|| format!("GET {}/models lists no model; set vlm.server.model", self.base))?,
+                );
             }
         }
         // vLLM and SGLang answer /health at the server's root; others 404, which is fine.
@@ -479,7 +492,9 @@ async fn probe_loop(shared: Weak<Shared>) {
         if was_up != Some(up) {
             match &result {
                 Ok(model) => tracing::info!(url = %sh.base, %model, "VLM server is up"),
-                Err(why) => tracing::warn!(url = %sh.base, error = %why, "VLM server is not answering; not taking jobs"),
+                Err(why) => {
+                    tracing::warn!(url = %sh.base, error = %why, "VLM server is not answering; not taking jobs")
+                }
             }
             was_up = Some(up);
         }
@@ -503,7 +518,9 @@ fn encode_page(img: &RgbImage, longest: u32, format: VlmImageFormat, quality: u8
     };
     let mut bytes = Vec::new();
     let (mime, result) = match format {
-        VlmImageFormat::Png => ("image/png", img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)),
+        VlmImageFormat::Png => {
+            ("image/png", img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png))
+        }
         VlmImageFormat::Jpeg => {
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality);
             ("image/jpeg", img.write_with_encoder(enc))
@@ -588,7 +605,10 @@ mod tests {
     fn job_params_are_checked() {
         let p = |v: Value| v.as_object().unwrap().clone();
         assert_eq!(job_params(&p(json!({})), 10).unwrap(), (None, None));
-        assert_eq!(job_params(&p(json!({"prompt": "x", "max_new_tokens": 5})), 10).unwrap(), (Some("x".into()), Some(5)));
+        assert_eq!(
+            job_params(&p(json!({"prompt": "x", "max_new_tokens": 5})), 10).unwrap(),
+            (Some("x".into()), Some(5))
+        );
         assert!(job_params(&p(json!({"max_new_tokens": 11})), 10).is_err());
         assert!(job_params(&p(json!({"temperature": 1})), 10).is_err());
     }

@@ -106,7 +106,8 @@ pub fn parse_olmocr(answer: &str) -> std::result::Result<FrontMatter, String> {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
-        let (key, value) = line.split_once(':').ok_or_else(|| format!("front matter line {} is not `key: value`", n + 1))?;
+        let (key, value) =
+            line.split_once(':').ok_or_else(|| format!("front matter line {} is not `key: value`", n + 1))?;
         let (key, value) = (key.trim(), unquote(value.trim()));
         if key.is_empty() || key.contains(char::is_whitespace) {
             return Err(format!("front matter line {}: bad key `{key}`", n + 1));
@@ -115,7 +116,9 @@ pub fn parse_olmocr(answer: &str) -> std::result::Result<FrontMatter, String> {
             return Err(format!("front matter key `{key}` appears twice"));
         }
         let typed = match OLMOCR_FIELDS.iter().find(|(k, _)| *k == key).map(|(_, t)| *t) {
-            Some(FieldType::Bool) => Value::Bool(parse_bool(value).ok_or_else(|| format!("{key}: `{value}` is not a boolean"))?),
+            Some(FieldType::Bool) => {
+                Value::Bool(parse_bool(value).ok_or_else(|| format!("{key}: `{value}` is not a boolean"))?)
+            }
             Some(FieldType::Rotation) => match value.parse::<u16>() {
                 Ok(r @ (0 | 90 | 180 | 270)) => json!(r),
                 _ => return Err(format!("{key}: `{value}` is not 0, 90, 180 or 270")),
