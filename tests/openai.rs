@@ -68,7 +68,9 @@ impl Server {
         let cli = python.parent().unwrap().join("transformers");
         let log = std::env::temp_dir().join(format!("docfleet-openai-serve-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
+        // An empty cache: `/v1/models` scans it and answers 500 when it does not exist.
         let home = std::env::temp_dir().join(format!("docfleet-openai-hf-{port}"));
+        std::fs::create_dir_all(home.join("hub")).unwrap();
         let mut cmd = Command::new(cli);
         cmd.arg("serve")
             .arg(model_dir())
@@ -537,7 +539,7 @@ async fn server_killed_mid_run_releases_documents_and_they_finish() {
     });
     let child = ChildGuard(child);
     // No server yet: not ready, nothing received.
-    let ready = |want: &str| {
+    let ready = move |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if http_get(http_port, "/ready").is_some_and(|r| r.contains(want)) {
