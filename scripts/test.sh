@@ -12,5 +12,9 @@ eval "$(scripts/setup/onnxruntime.sh)"
 # Python huggingface_hub (pinned) for the downloader's interop tests.
 DOCFLEET_HFHUB_PYTHON=$(scripts/setup/hfhub.sh)
 export DOCFLEET_HFHUB_PYTHON
+# `transformers serve` (pinned; torch shared with the vlm venv when cached) for the vlm pipeline's
+# openai engine tests (tests/openai.rs).
+DOCFLEET_SERVE_PYTHON=$(scripts/setup/serve.sh)
+export DOCFLEET_SERVE_PYTHON
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -37,7 +37,9 @@ pub use queue::{QueueBackend, QueueSettings};
 pub use runtime::{ExecutionProvider, GraphOptimization, RuntimeSettings};
 pub use scaler::ScalerSettings;
 pub use store::{StoreBackend, StoreSettings};
-pub use vlm::{VlmDecoderLayout, VlmDtype, VlmSettings};
+pub use vlm::{
+    VlmDecoderLayout, VlmDtype, VlmEngineKind, VlmImageFormat, VlmServerPreset, VlmServerSettings, VlmSettings,
+};
 pub use worker::WorkerSettings;
 
 /// Profiles shipped with docfleet, embedded so a binary works from any directory.

@@ -1,8 +1,10 @@
 //! `[vlm]`: the `vlm` pipeline.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
-use super::Fail;
+use super::{Fail, Secret};
 use crate::Result;
 
 /// The `vlm` pipeline: a vision-encoder-decoder ONNX export (Donut, TrOCR, ...) in `models.vlm`,
@@ -39,6 +41,216 @@ pub struct VlmSettings {
     /// `fp16`, `q4`, `q4f16`, `int8`, `uint8`, `quantized` or `bnb4` — the suffix of
     /// `onnx/<graph>_<dtype>.onnx` (fp32 has none).
     pub dtype: VlmDtype,
+    // -- the serving engine (`vlm.engine = "openai"`, docs/vlm.md "Serving engine") --
+    /// Where pages are read: `ort` (the model in `models.vlm`, in this process) or `openai` (an
+    /// OpenAI-compatible server beside the worker — vLLM, SGLang, llama.cpp, `transformers
+    /// serve` — configured in `vlm.server`; `models.vlm` is then not needed).
+    pub engine: VlmEngineKind,
+    /// The OpenAI-compatible server of `vlm.engine = "openai"`.
+    pub server: VlmServerSettings,
+}
+
+/// Which engine runs the `vlm` pipeline's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VlmEngineKind {
+    /// onnxruntime in the worker process (`models.vlm`).
+    #[default]
+    Ort,
+    /// An OpenAI-compatible chat-completions server (`vlm.server`).
+    Openai,
+}
+
+/// `[vlm.server]`: the OpenAI-compatible server the `openai` engine sends one chat-completions
+/// request per page to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VlmServerSettings {
+    /// Base URL of the API, up to and including `/v1` (e.g. `http://127.0.0.1:8000/v1`).
+    pub url: String,
+    /// Model name sent in each request; empty: the first model `GET {url}/models` lists.
+    pub model: String,
+    /// Bearer token (redacted in `config show` and logs); usually set as
+    /// `DOCFLEET__VLM__SERVER__API_KEY`. Unset: `api_key_file`, else no `Authorization` header.
+    pub api_key: Option<Secret>,
+    /// File holding the bearer token (a mounted secret); surrounding whitespace is trimmed.
+    pub api_key_file: Option<PathBuf>,
+    /// Page requests in flight at once, per worker process, shared by the pages of every job
+    /// (1–4096). Size it for the server's continuous batching, not per job slot; keep
+    /// `worker.concurrency` at least this high so one-page jobs can fill it.
+    pub max_in_flight: usize,
+    /// Limit for one page's request, in seconds (1–3600); a request past it is retried.
+    pub timeout_seconds: u64,
+    /// Retries of a page's request after a 429, a 5xx, a connection error or a timeout (0–20);
+    /// when they are spent the document is released for redelivery (a transient failure).
+    pub retries: u32,
+    /// First retry delay in milliseconds, doubling per retry up to 30 s (1–60000).
+    pub retry_base_delay_ms: u64,
+    /// Pages are resized (down, keeping the aspect ratio) so their longest side is at most this
+    /// many pixels before they are sent (64–8192; olmOCR uses 1288).
+    pub image_longest_side: u32,
+    /// How pages are encoded in the `data:` URL: `png` or `jpeg`.
+    pub image_format: VlmImageFormat,
+    /// JPEG quality, 1–100 (with `image_format = "jpeg"`).
+    pub jpeg_quality: u8,
+    /// Sampling temperature sent with each request (0–2; 0 is greedy).
+    pub temperature: f32,
+    /// `max_tokens` sent with each request; 0 leaves it to the server.
+    pub max_tokens: u32,
+    /// More request-body fields, as a JSON object (e.g. `{"top_k": 1, "seed": 0}`), merged
+    /// into every request; the fields above win.
+    pub extra_body: String,
+    /// What pages are asked and how answers are read: `olmocr` (olmOCR's prompt; the YAML front
+    /// matter and Markdown it answers parsed into fields), `markdown` (plain "convert to
+    /// Markdown"), `doctags` (granite-docling's DocTags, exported to Markdown/HTML/JSON) or
+    /// `custom` (`prompt_template`).
+    pub preset: VlmServerPreset,
+    /// The prompt of the `custom` preset, a minijinja template with `page` (1-based) and
+    /// `page_count`; the answer is taken as Markdown.
+    pub prompt_template: String,
+    /// How often the server is asked whether it is up (`GET {url}/models`, and `/health` where
+    /// it answers), in milliseconds (100–60000). The worker receives no jobs while it is down.
+    pub probe_interval_ms: u64,
+}
+
+/// Page image encoding for the `openai` engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VlmImageFormat {
+    Png,
+    Jpeg,
+}
+
+/// Prompt presets of the `openai` engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VlmServerPreset {
+    Olmocr,
+    Markdown,
+    Doctags,
+    Custom,
+}
+
+impl VlmServerPreset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VlmServerPreset::Olmocr => "olmocr",
+            VlmServerPreset::Markdown => "markdown",
+            VlmServerPreset::Doctags => "doctags",
+            VlmServerPreset::Custom => "custom",
+        }
+    }
+}
+
+impl Default for VlmServerSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8000/v1".into(),
+            model: String::new(),
+            api_key: None,
+            api_key_file: None,
+            max_in_flight: 32,
+            timeout_seconds: 300,
+            retries: 5,
+            retry_base_delay_ms: 500,
+            image_longest_side: 1288,
+            image_format: VlmImageFormat::Png,
+            jpeg_quality: 90,
+            temperature: 0.0,
+            max_tokens: 4096,
+            extra_body: String::new(),
+            preset: VlmServerPreset::Markdown,
+            prompt_template: String::new(),
+            probe_interval_ms: 2000,
+        }
+    }
+}
+
+impl VlmServerSettings {
+    /// The bearer token: `api_key`, else the contents of `api_key_file`.
+    pub fn bearer_token(&self) -> Result<Option<Secret>> {
+        if let Some(key) = &self.api_key {
+            return Ok(Some(key.clone()));
+        }
+        let Some(path) = &self.api_key_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::Error::Config(format!("vlm.server.api_key_file {}: {e}", path.display())))?;
+        Ok(Some(Secret::new(text.trim())))
+    }
+
+    /// `extra_body` parsed (empty: no fields).
+    pub fn extra_body_fields(&self) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
+        if self.extra_body.trim().is_empty() {
+            return Ok(serde_json::Map::new());
+        }
+        match serde_json::from_str::<serde_json::Value>(&self.extra_body) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(other) => Err(format!("must be a JSON object, got {other}")),
+            Err(e) => Err(format!("is not JSON: {e}")),
+        }
+    }
+
+    fn validate(&self, fail: &Fail) -> Result<()> {
+        let url = self.url.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+            return fail(
+                "vlm.server.url",
+                format!("must be an http(s) URL such as http://127.0.0.1:8000/v1, got `{}`", self.url),
+            );
+        }
+        if !(1..=4096).contains(&self.max_in_flight) {
+            return fail("vlm.server.max_in_flight", format!("must be 1–4096, got {}", self.max_in_flight));
+        }
+        if !(1..=3600).contains(&self.timeout_seconds) {
+            return fail("vlm.server.timeout_seconds", format!("must be 1–3600, got {}", self.timeout_seconds));
+        }
+        if self.retries > 20 {
+            return fail("vlm.server.retries", format!("must be 0–20, got {}", self.retries));
+        }
+        if !(1..=60_000).contains(&self.retry_base_delay_ms) {
+            return fail(
+                "vlm.server.retry_base_delay_ms",
+                format!("must be 1–60000, got {}", self.retry_base_delay_ms),
+            );
+        }
+        if !(64..=8192).contains(&self.image_longest_side) {
+            return fail("vlm.server.image_longest_side", format!("must be 64–8192, got {}", self.image_longest_side));
+        }
+        if !(1..=100).contains(&self.jpeg_quality) {
+            return fail("vlm.server.jpeg_quality", format!("must be 1–100, got {}", self.jpeg_quality));
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return fail("vlm.server.temperature", format!("must be 0–2, got {}", self.temperature));
+        }
+        if let Err(why) = self.extra_body_fields() {
+            return fail("vlm.server.extra_body", why);
+        }
+        if !(100..=60_000).contains(&self.probe_interval_ms) {
+            return fail("vlm.server.probe_interval_ms", format!("must be 100–60000, got {}", self.probe_interval_ms));
+        }
+        if self.api_key.is_some() && self.api_key_file.is_some() {
+            return fail(
+                "vlm.server.api_key_file",
+                "set vlm.server.api_key or vlm.server.api_key_file, not both".into(),
+            );
+        }
+        if let Some(path) = &self.api_key_file
+            && !path.is_file()
+        {
+            return fail("vlm.server.api_key_file", format!("{} is not a file", path.display()));
+        }
+        match (self.preset, self.prompt_template.trim().is_empty()) {
+            (VlmServerPreset::Custom, true) => {
+                fail("vlm.server.prompt_template", "vlm.server.preset = \"custom\" needs a prompt template".into())
+            }
+            (VlmServerPreset::Custom, false) => Ok(()),
+            (p, false) => fail(
+                "vlm.server.prompt_template",
+                format!("only the custom preset reads a template (vlm.server.preset is `{}`)", p.as_str()),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A published ONNX variant: the file-name suffix transformers.js gives each graph.
@@ -141,6 +353,8 @@ impl Default for VlmSettings {
             batch_across_jobs: None,
             batch_max_wait_ms: 0,
             dtype: VlmDtype::Auto,
+            engine: VlmEngineKind::Ort,
+            server: VlmServerSettings::default(),
         }
     }
 }
@@ -168,6 +382,9 @@ impl VlmSettings {
         }
         if !(18.0..=600.0).contains(&self.pdf_dpi) {
             return fail("vlm.pdf_dpi", format!("must be 18–600, got {}", self.pdf_dpi));
+        }
+        if self.engine == VlmEngineKind::Openai {
+            self.server.validate(fail)?;
         }
         Ok(())
     }
@@ -229,6 +446,66 @@ impl VlmPreset {
 #[cfg(test)]
 mod tests {
     use super::VlmDtype;
+
+    fn load(vars: &[(&str, &str)]) -> crate::Result<crate::config::Loaded> {
+        let map: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = config::Environment::with_prefix(crate::config::ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(map));
+        crate::config::load_with_env(
+            &crate::config::LoadOptions { profile: Some("local-dev".into()), config_file: None },
+            env,
+        )
+    }
+
+    #[test]
+    fn the_openai_engine_loads_validates_and_redacts_its_key() {
+        let loaded = load(&[
+            ("DOCFLEET__VLM__ENGINE", "openai"),
+            ("DOCFLEET__VLM__SERVER__URL", "http://127.0.0.1:9000/v1"),
+            ("DOCFLEET__VLM__SERVER__API_KEY", "sk-very-secret-key"),
+            ("DOCFLEET__VLM__SERVER__PRESET", "olmocr"),
+            ("DOCFLEET__VLM__SERVER__EXTRA_BODY", r#"{"top_k": 1}"#),
+        ])
+        .unwrap();
+        let s = &loaded.settings.vlm.server;
+        assert_eq!(loaded.settings.vlm.engine, super::VlmEngineKind::Openai);
+        assert_eq!((s.max_in_flight, s.image_longest_side), (32, 1288));
+        assert_eq!(s.bearer_token().unwrap().unwrap().expose(), "sk-very-secret-key");
+        assert_eq!(s.extra_body_fields().unwrap()["top_k"], 1);
+        let shown = loaded.to_toml();
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+        assert!(shown.contains("api_key = \"<redacted>\""), "{shown}");
+        assert!(!format!("{:?}", loaded.settings).contains("sk-very-secret"));
+
+        let bad = |k: &str, v: &str| {
+            let e = load(&[("DOCFLEET__VLM__ENGINE", "openai"), (k, v)]).unwrap_err().to_string();
+            assert!(e.contains(&k.trim_start_matches("DOCFLEET__").replace("__", ".").to_lowercase()), "{e}");
+        };
+        bad("DOCFLEET__VLM__SERVER__URL", "127.0.0.1:8000");
+        bad("DOCFLEET__VLM__SERVER__MAX_IN_FLIGHT", "0");
+        bad("DOCFLEET__VLM__SERVER__EXTRA_BODY", "[1]");
+        bad("DOCFLEET__VLM__SERVER__PRESET", "custom");
+        bad("DOCFLEET__VLM__SERVER__IMAGE_LONGEST_SIDE", "10");
+        bad("DOCFLEET__VLM__SERVER__API_KEY_FILE", "/nonexistent/key");
+        // The server section is checked only for the openai engine.
+        assert!(load(&[("DOCFLEET__VLM__SERVER__MAX_IN_FLIGHT", "0")]).is_ok());
+    }
+
+    #[test]
+    fn the_api_key_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "sk-from-file\n").unwrap();
+        let loaded = load(&[
+            ("DOCFLEET__VLM__ENGINE", "openai"),
+            ("DOCFLEET__VLM__SERVER__API_KEY_FILE", file.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(loaded.settings.vlm.server.bearer_token().unwrap().unwrap().expose(), "sk-from-file");
+    }
 
     #[test]
     fn dtype_file_names_follow_the_transformers_js_layout() {

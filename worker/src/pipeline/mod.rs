@@ -58,6 +58,13 @@ pub trait Pipeline: Send + Sync {
         None
     }
 
+    /// Whether the pipeline can take documents now (a model server it depends on answers).
+    /// The worker receives no jobs while a pipeline is not ready, and releases the messages of
+    /// documents that fail transiently meanwhile at once.
+    fn ready(&self) -> bool {
+        true
+    }
+
     /// Process one document. Errors that retrying cannot fix (corrupt input, limits) must be
     /// returned as non-transient [`Error`]s so the job is not retried.
     async fn process(&self, doc: &Document, params: &Map<String, Value>) -> Result<PipelineOutput>;
@@ -117,6 +124,11 @@ impl Pipelines {
         self.by_name.get(name).cloned().ok_or_else(|| {
             Error::InvalidJob(format!("unknown pipeline `{name}` (available: {})", self.names().join(", ")))
         })
+    }
+
+    /// True when every pipeline is [ready](Pipeline::ready).
+    pub fn ready(&self) -> bool {
+        self.by_name.values().all(|p| p.ready())
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -227,9 +227,27 @@ impl Worker {
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = s.heartbeat.then(|| tokio::spawn(run_heartbeat(self.clone(), heartbeat_stop.clone())));
         info!(queue = self.inner.backends.queue.name(), concurrency = s.concurrency, pipelines = ?self.inner.pipelines.names(), "worker started");
+        let mut pipelines_ready = true;
 
         loop {
             while tasks.try_join_next().is_some() {}
+            // A pipeline whose model server is not answering: receive nothing (and report not
+            // ready) until it is back.
+            if self.inner.pipelines.ready() != pipelines_ready {
+                pipelines_ready = !pipelines_ready;
+                self.inner.health.models_loaded.store(pipelines_ready, Ordering::Release);
+                if pipelines_ready {
+                    info!("pipelines ready; receiving");
+                } else {
+                    warn!("a pipeline is not ready (its model server is not answering); not receiving");
+                }
+            }
+            if !pipelines_ready {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            }
             let (mut room, received) = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -447,6 +465,12 @@ impl Worker {
                 }
                 Err(e) if e.is_transient() => {
                     metrics.job(&job.pipeline, "retried");
+                    if !self.inner.pipelines.ready() {
+                        // Its model server went away: back to the queue at once, not failed.
+                        warn!(error = %e, "pipeline not ready; releasing the message at once");
+                        stats.released_for_retry.fetch_add(1, Ordering::Relaxed);
+                        return Disposition::Release(Duration::ZERO);
+                    }
                     return self.retry_later(message, &e);
                 }
                 Err(e) => {

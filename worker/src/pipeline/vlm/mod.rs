@@ -9,6 +9,7 @@ pub mod batching;
 pub mod config;
 pub mod generate;
 pub mod idefics3;
+pub mod openai;
 pub mod preprocess;
 pub mod resample;
 pub mod result;
@@ -79,8 +80,11 @@ pub struct PageText {
     pub times: Times,
 }
 
-/// True when `models.vlm` names a model (a repo or a directory).
+/// True when `models.vlm` names a model (a repo or a directory), or `vlm.engine = "openai"`.
 pub fn configured(settings: &Settings) -> bool {
+    if settings.vlm.engine == docfleet_core::config::VlmEngineKind::Openai {
+        return true;
+    }
     let repo = &settings.models.vlm;
     !repo.repo_id.is_empty() || repo.dir.is_some()
 }
@@ -424,6 +428,8 @@ pub const FAMILIES: [&str; 2] =
 enum Family {
     VisionEncoderDecoder(Arc<VlmEngine>),
     Idefics3(Arc<idefics3::Idefics3Engine>),
+    /// Any model, on an OpenAI-compatible server (`vlm.engine = "openai"`).
+    Openai(Arc<openai::OpenaiEngine>),
 }
 
 /// The `vlm` pipeline.
@@ -462,7 +468,7 @@ impl Vlm {
     pub fn vision_encoder_decoder(&self) -> Option<&Arc<VlmEngine>> {
         match &self.family {
             Family::VisionEncoderDecoder(e) => Some(e),
-            Family::Idefics3(_) => None,
+            _ => None,
         }
     }
 
@@ -470,12 +476,23 @@ impl Vlm {
     pub fn idefics3(&self) -> Option<&Arc<idefics3::Idefics3Engine>> {
         match &self.family {
             Family::Idefics3(e) => Some(e),
-            Family::VisionEncoderDecoder(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-compatible server engine, if that is the engine configured.
+    pub fn openai(&self) -> Option<&Arc<openai::OpenaiEngine>> {
+        match &self.family {
+            Family::Openai(e) => Some(e),
+            _ => None,
         }
     }
 
     /// Load the engine for `settings`, adding the setup hint to a failure that involves onnxruntime.
     pub fn load(settings: &Settings) -> Result<Self> {
+        if settings.vlm.engine == docfleet_core::config::VlmEngineKind::Openai {
+            return Ok(Self { family: Family::Openai(Arc::new(openai::OpenaiEngine::load(settings)?)) });
+        }
         let loaded = match family_of(settings) {
             Ok(Some(true)) => models::resolve(&settings.models, "vlm", &settings.models.vlm)
                 .and_then(|snap| idefics3::Idefics3Engine::load(settings, snap))
@@ -502,7 +519,15 @@ impl Pipeline for Vlm {
         Some(match &self.family {
             Family::VisionEncoderDecoder(e) => e.pdf_dpi(),
             Family::Idefics3(e) => e.pdf_dpi(),
+            Family::Openai(e) => e.pdf_dpi(),
         })
+    }
+
+    fn ready(&self) -> bool {
+        match &self.family {
+            Family::Openai(e) => e.ready(),
+            _ => true,
+        }
     }
 
     async fn process(&self, doc: &Document, params: &Map<String, Value>) -> Result<PipelineOutput> {
@@ -511,10 +536,15 @@ impl Pipeline for Vlm {
         let family = match &self.family {
             Family::VisionEncoderDecoder(e) => Family::VisionEncoderDecoder(e.clone()),
             Family::Idefics3(e) => Family::Idefics3(e.clone()),
+            Family::Openai(e) => {
+                let (result, text, markdown) = e.read_document(&bytes, pages, &params).await?;
+                return Ok(PipelineOutput { result, text: Some(text), markdown: Some(markdown) });
+            }
         };
         let (result, text) = tokio::task::spawn_blocking(move || match family {
             Family::VisionEncoderDecoder(e) => e.read_rasterized(&bytes, pages.as_deref(), &params),
             Family::Idefics3(e) => e.read_rasterized(&bytes, pages.as_deref(), &params),
+            Family::Openai(_) => unreachable!("served above"),
         })
         .await
         .map_err(|e| Error::InvalidInput(format!("the vlm pipeline crashed on this document: {e}")))??;
