@@ -93,7 +93,7 @@ TASK_PROMPT = "Read the text on this page."
 FAMILIES = {
     "qwen2vl": {"dir": "qwen2vl", "model_type": "qwen2_vl", "grid_name": "grid_thw", "chosen": (1, 0.35)},
     "qwen2_5vl": {"dir": "qwen2_5vl", "model_type": "qwen2_5_vl", "grid_name": "image_grid_thw",
-                  "chosen": (1, 0.35)},
+                  "chosen": (0, 0.5)},
 }
 SEEDS = list(range(0, 40))
 INIT_STDS = [0.5, 0.35, 0.25]
