@@ -58,6 +58,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # 
 
 warnings.filterwarnings("ignore")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_idefics3 as idefics3  # noqa: E402  (shared helpers: the decoder wrapper, logging, hashing)
+from make_idefics3 import log, messages, save_npy, seed_all, sha256_file  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "vlm"
 
@@ -114,20 +118,6 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def sha256_file(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def seed_all(seed: int):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,42 +365,15 @@ class EmbedTokens(torch.nn.Module):
         return self.embed(input_ids)
 
 
-class Decoder(torch.nn.Module):
-    """inputs_embeds, attention_mask [B, past+S] i64, position_ids [3, B, S] i64, past k/v per layer
-    → logits [B, S, vocab], present k/v [B, kv_heads, past+S, head_dim].
-
-    The 4-D additive mask (causal AND attention_mask, 0 / float32 min) is built here as transformers'
-    eager mask is, so a row whose keys are all masked (a left-padding position) does not give NaN.
-    """
+class Decoder(idefics3.Decoder):
+    """make_idefics3's decoder wrapper (explicit 4-D mask, DynamicCache in and out) on the Qwen2-VL
+    text model: position_ids [3, B, S] pass through to its multimodal rotary embedding."""
 
     def __init__(self, model):
-        super().__init__()
+        torch.nn.Module.__init__(self)
         self.text = model.model.language_model
         self.lm_head = model.lm_head
         self.n_layers = model.config.text_config.num_hidden_layers
-
-    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
-        from transformers.cache_utils import DynamicCache
-
-        cache = DynamicCache()
-        for i in range(self.n_layers):
-            cache.update(past[2 * i], past[2 * i + 1], i)
-        s = inputs_embeds.shape[1]
-        total = attention_mask.shape[1]
-        past_len = total - s
-        q = torch.arange(s)[:, None] + past_len
-        k = torch.arange(total)[None, :]
-        allowed = (k <= q)[None, None, :, :] & (attention_mask[:, None, None, :] > 0)
-        neg = torch.finfo(inputs_embeds.dtype).min
-        mask4d = torch.where(allowed, torch.zeros((), dtype=inputs_embeds.dtype),
-                             torch.full((), neg, dtype=inputs_embeds.dtype))
-        out = self.text(inputs_embeds=inputs_embeds, attention_mask=mask4d, position_ids=position_ids,
-                        past_key_values=cache, use_cache=True)
-        logits = self.lm_head(out.last_hidden_state)
-        presents = []
-        for layer in out.past_key_values.layers:
-            presents += [layer.keys, layer.values]
-        return (logits, *presents)
 
 
 def ort_sessions(onnx_dir: Path):
@@ -535,10 +498,6 @@ def onnx_signatures(onnx_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 # 5. References
 # ----------------------------------------------------------------------------------------------
-def messages(prompt: str):
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-
-
 def prepare(proc, pages: list[Image.Image], prompt=TASK_PROMPT):
     text = proc.apply_chat_template(messages(prompt), add_generation_prompt=True)
     enc = proc(text=[text] * len(pages), images=pages, return_tensors="pt", padding=True)
@@ -653,11 +612,6 @@ class OrtGreedy:
             mask = np.concatenate([mask, np.ones((B, 1), np.int64)], 1)
             pos = np.broadcast_to((cache_len + deltas)[None, :, None], (3, B, 1)).copy()
         return out
-
-
-def save_npy(path: Path, arr: np.ndarray):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.ascontiguousarray(arr))
 
 
 FULL_PIXELS = ("tiny", "strip_wide")  # pages whose whole pixel tensor is committed (the rest: sha256)
