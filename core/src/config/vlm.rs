@@ -38,6 +38,10 @@ pub struct VlmSettings {
     /// `fp16`, `q4`, `q4f16`, `int8`, `uint8`, `quantized` or `bnb4` — the suffix of
     /// `onnx/<graph>_<dtype>.onnx` (fp32 has none).
     pub dtype: VlmDtype,
+    /// Qwen2-VL family: most pixels a page is resized to (the processor's `max_pixels`, lowered
+    /// per deployment; 0: the model's own). Image tokens per page are pixels / 784 (28 × 28 per
+    /// token), the cost driver; a larger page is scaled down, never refused. At least 784.
+    pub max_pixels: u64,
 }
 
 /// A published ONNX variant: the file-name suffix transformers.js gives each graph.
@@ -140,6 +144,7 @@ impl Default for VlmSettings {
             batch_across_jobs: None,
             batch_max_wait_ms: 0,
             dtype: VlmDtype::Auto,
+            max_pixels: 0,
         }
     }
 }
@@ -168,6 +173,12 @@ impl VlmSettings {
         if !(18.0..=600.0).contains(&self.pdf_dpi) {
             return fail("vlm.pdf_dpi", format!("must be 18–600, got {}", self.pdf_dpi));
         }
+        if self.max_pixels != 0 && self.max_pixels < 28 * 28 {
+            return fail(
+                "vlm.max_pixels",
+                format!("must be 0 (the model's) or at least 784 (one image token), got {}", self.max_pixels),
+            );
+        }
         Ok(())
     }
 }
@@ -186,7 +197,8 @@ pub struct VlmPreset {
     pub max_new_tokens: usize,
 }
 
-/// The Idefics3 family presets: granite-docling, SmolDocling and SmolVLM.
+/// The presets: granite-docling, SmolDocling and SmolVLM (Idefics3); Qwen2-VL-2B and
+/// Qwen2.5-VL-3B (Qwen2-VL).
 pub const VLM_PRESETS: &[VlmPreset] = &[
     VlmPreset {
         repo_ids: &["ibm-granite/granite-docling-258M", "onnx-community/granite-docling-258M-ONNX"],
@@ -216,7 +228,23 @@ pub const VLM_PRESETS: &[VlmPreset] = &[
         prompt: "Convert this page to text.",
         max_new_tokens: 2048,
     },
+    // The Qwen2-VL family (docs/vlm.md): the Qwen repositories publish safetensors only.
+    VlmPreset {
+        repo_ids: &["Qwen/Qwen2-VL-2B-Instruct", "onnx-community/Qwen2-VL-2B-Instruct"],
+        onnx_repo: "onnx-community/Qwen2-VL-2B-Instruct",
+        prompt: QWEN_OCR_PROMPT,
+        max_new_tokens: 2048,
+    },
+    VlmPreset {
+        repo_ids: &["Qwen/Qwen2.5-VL-3B-Instruct", "onnx-community/Qwen2.5-VL-3B-Instruct-ONNX"],
+        onnx_repo: "onnx-community/Qwen2.5-VL-3B-Instruct-ONNX",
+        prompt: QWEN_OCR_PROMPT,
+        max_new_tokens: 2048,
+    },
 ];
+
+/// The Qwen2-VL presets' task prompt: plain reading, as the Qwen model cards' OCR examples ask.
+const QWEN_OCR_PROMPT: &str = "Read all the text in the image.";
 
 impl VlmPreset {
     /// The preset `repo_id` names, if any.
@@ -243,5 +271,21 @@ mod tests {
         assert_eq!(VlmDtype::Auto.resolve(true, false), VlmDtype::Fp32);
         assert_eq!(VlmDtype::Auto.resolve(false, true), VlmDtype::Fp32);
         assert_eq!(VlmDtype::Int8.resolve(true, true), VlmDtype::Int8);
+    }
+
+    #[test]
+    fn qwen_presets_and_max_pixels() {
+        use super::{VlmPreset, VlmSettings};
+        let p = VlmPreset::for_repo("qwen/qwen2-vl-2b-instruct").unwrap();
+        assert_eq!(p.onnx_repo, "onnx-community/Qwen2-VL-2B-Instruct");
+        let p = VlmPreset::for_repo("onnx-community/Qwen2.5-VL-3B-Instruct-ONNX").unwrap();
+        assert_eq!(p.onnx_repo, "onnx-community/Qwen2.5-VL-3B-Instruct-ONNX");
+        let check = |max_pixels: u64| {
+            let s = VlmSettings { max_pixels, ..VlmSettings::default() };
+            s.validate(&|key: &str, why: String| Err(crate::Error::Config(format!("{key} {why}"))))
+        };
+        assert!(check(0).is_ok() && check(784).is_ok() && check(1 << 24).is_ok());
+        let err = check(100).unwrap_err().to_string();
+        assert!(err.contains("vlm.max_pixels") && err.contains("784"), "{err}");
     }
 }

@@ -133,7 +133,7 @@ fn greedy_generation_reproduces_transformers_single_and_batched() {
             let mask = ids(&case["attention_mask"][r]);
             let want: Vec<i64> = padded.iter().zip(&mask).filter(|(_, m)| **m == 1).map(|(i, _)| *i).collect();
             assert_eq!(prompt, want, "{key} row {r}: prompt ids");
-            inputs.push(PageInput { prompt, pixels: t.pixels, tiles: t.count, side: 32 });
+            inputs.push(PageInput::tiles(prompt, t.pixels, t.count, 32));
         }
         let (got, times) = engine.generate(&inputs, max_new).unwrap();
         assert!(times.steps >= 1 && times.total >= times.decoder, "{key}");
