@@ -314,3 +314,59 @@ fn run_writes_doctags_and_a_markdown_rendition_for_a_docling_model() {
     let rendition = std::fs::read_to_string(out_dir.join("invoice.png.vlm.md")).unwrap();
     assert_eq!(rendition, markdown);
 }
+
+/// `docfleet run --pipeline vlm` on the Qwen2.5-VL fixture (and its pages from the Qwen2-VL
+/// one): `transformers`' greedy ids for each page, and `vlm.max_pixels` from the environment
+/// lowering the image tokens of the A4 page without failing it.
+#[test]
+fn run_reproduces_transformers_on_the_qwen2_5_vl_fixture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("qwen2_5vl");
+    let want = read_json(&model.join("reference.json"));
+    let pages = ["a4_150dpi", "strip_wide", "tiny"];
+    let inputs = tmp.path().join("pages");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for p in pages {
+        std::fs::copy(fixtures().join(format!("qwen2vl/images/{p}.png")), inputs.join(format!("{p}.png"))).unwrap();
+    }
+    let prompt = want["task_prompt"].as_str().unwrap();
+    let out_dir = tmp.path().join("out");
+    let run = run_with_timeout(
+        docfleet(tmp.path(), "docfleet", &model)
+            .env("DOCFLEET__VLM__PROMPT", prompt)
+            .env("DOCFLEET__VLM__MAX_NEW_TOKENS", "20")
+            .args(["run", "--pipeline", "vlm"])
+            .arg(&inputs)
+            .arg("--out")
+            .arg(&out_dir),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&run);
+    assert!(run.status.success(), "without onnxruntime, run `{SETUP}` first.\n{stdout}\n{stderr}");
+    for p in pages {
+        let result = read_json(&out_dir.join(format!("{p}.png.vlm.json")));
+        let page = &result["output"]["pages"][0];
+        let row = &want["generate"][format!("single/{p}")]["rows"][0];
+        assert_eq!(ids(&page["token_ids"]), ids(&row["generated_ids"]), "{p}: {page}");
+        assert_eq!(page["text"], row["text"], "{p}");
+        assert_eq!(result["output"]["model"]["family"], "qwen2_5_vl");
+    }
+
+    let capped = tmp.path().join("capped");
+    let run = run_with_timeout(
+        docfleet(tmp.path(), "docfleet", &model)
+            .env("DOCFLEET__VLM__MAX_PIXELS", "6272")
+            .env("DOCFLEET__VLM__MAX_NEW_TOKENS", "4")
+            .args(["run", "--pipeline", "vlm"])
+            .arg(inputs.join("a4_150dpi.png"))
+            .arg("--out")
+            .arg(&capped),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&run);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let page = &read_json(&capped.join("a4_150dpi.png.vlm.json"))["output"]["pages"][0];
+    let grid =
+        &read_json(&fixtures().join("qwen2vl/reference.json"))["preprocess"]["a4_150dpi/max_pixels_6272"]["grid_thw"];
+    assert_eq!(&page["image"]["grid_thw"], grid, "{page}");
+}

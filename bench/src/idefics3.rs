@@ -97,7 +97,7 @@ pub fn run(
         let (_, pages) = docfleet_worker::document::rasterize(&std::fs::read(file)?, &Limits::default(), 150.0)?;
         let tiles = engine.tiles(&pages[0].image)?;
         let prompt = engine.prompt_ids(&rendered, tiles.rows, tiles.cols)?;
-        prepared.push(PageInput { prompt, pixels: tiles.pixels, tiles: tiles.count, side: engine.tile_side() });
+        prepared.push(PageInput::tiles(prompt, tiles.pixels, tiles.count, engine.tile_side()));
     }
     eprintln!(
         "model {} ({} pages, splitting {}, prompt {} tokens for the first page), {new_tokens} new tokens per row, \

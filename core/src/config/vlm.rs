@@ -48,6 +48,10 @@ pub struct VlmSettings {
     pub engine: VlmEngineKind,
     /// The OpenAI-compatible server of `vlm.engine = "openai"`.
     pub server: VlmServerSettings,
+    /// Qwen2-VL family: most pixels a page is resized to (the processor's `max_pixels`, lowered
+    /// per deployment; 0: the model's own). Image tokens per page are pixels / 784 (28 × 28 per
+    /// token), the cost driver; a larger page is scaled down, never refused. At least 784.
+    pub max_pixels: u64,
 }
 
 /// Which engine runs the `vlm` pipeline's model.
@@ -355,6 +359,7 @@ impl Default for VlmSettings {
             dtype: VlmDtype::Auto,
             engine: VlmEngineKind::Ort,
             server: VlmServerSettings::default(),
+            max_pixels: 0,
         }
     }
 }
@@ -386,6 +391,12 @@ impl VlmSettings {
         if self.engine == VlmEngineKind::Openai {
             self.server.validate(fail)?;
         }
+        if self.max_pixels != 0 && self.max_pixels < 28 * 28 {
+            return fail(
+                "vlm.max_pixels",
+                format!("must be 0 (the model's) or at least 784 (one image token), got {}", self.max_pixels),
+            );
+        }
         Ok(())
     }
 }
@@ -404,7 +415,8 @@ pub struct VlmPreset {
     pub max_new_tokens: usize,
 }
 
-/// The Idefics3 family presets: granite-docling, SmolDocling and SmolVLM.
+/// The presets: granite-docling, SmolDocling and SmolVLM (Idefics3); Qwen2-VL-2B and
+/// Qwen2.5-VL-3B (Qwen2-VL).
 pub const VLM_PRESETS: &[VlmPreset] = &[
     VlmPreset {
         repo_ids: &["ibm-granite/granite-docling-258M", "onnx-community/granite-docling-258M-ONNX"],
@@ -434,7 +446,23 @@ pub const VLM_PRESETS: &[VlmPreset] = &[
         prompt: "Convert this page to text.",
         max_new_tokens: 2048,
     },
+    // The Qwen2-VL family (docs/vlm.md): the Qwen repositories publish safetensors only.
+    VlmPreset {
+        repo_ids: &["Qwen/Qwen2-VL-2B-Instruct", "onnx-community/Qwen2-VL-2B-Instruct"],
+        onnx_repo: "onnx-community/Qwen2-VL-2B-Instruct",
+        prompt: QWEN_OCR_PROMPT,
+        max_new_tokens: 2048,
+    },
+    VlmPreset {
+        repo_ids: &["Qwen/Qwen2.5-VL-3B-Instruct", "onnx-community/Qwen2.5-VL-3B-Instruct-ONNX"],
+        onnx_repo: "onnx-community/Qwen2.5-VL-3B-Instruct-ONNX",
+        prompt: QWEN_OCR_PROMPT,
+        max_new_tokens: 2048,
+    },
 ];
+
+/// The Qwen2-VL presets' task prompt: plain reading, as the Qwen model cards' OCR examples ask.
+const QWEN_OCR_PROMPT: &str = "Read all the text in the image.";
 
 impl VlmPreset {
     /// The preset `repo_id` names, if any.
@@ -521,5 +549,21 @@ mod tests {
         assert_eq!(VlmDtype::Auto.resolve(true, false), VlmDtype::Fp32);
         assert_eq!(VlmDtype::Auto.resolve(false, true), VlmDtype::Fp32);
         assert_eq!(VlmDtype::Int8.resolve(true, true), VlmDtype::Int8);
+    }
+
+    #[test]
+    fn qwen_presets_and_max_pixels() {
+        use super::{VlmPreset, VlmSettings};
+        let p = VlmPreset::for_repo("qwen/qwen2-vl-2b-instruct").unwrap();
+        assert_eq!(p.onnx_repo, "onnx-community/Qwen2-VL-2B-Instruct");
+        let p = VlmPreset::for_repo("onnx-community/Qwen2.5-VL-3B-Instruct-ONNX").unwrap();
+        assert_eq!(p.onnx_repo, "onnx-community/Qwen2.5-VL-3B-Instruct-ONNX");
+        let check = |max_pixels: u64| {
+            let s = VlmSettings { max_pixels, ..VlmSettings::default() };
+            s.validate(&|key: &str, why: String| Err(crate::Error::Config(format!("{key} {why}"))))
+        };
+        assert!(check(0).is_ok() && check(784).is_ok() && check(1 << 24).is_ok());
+        let err = check(100).unwrap_err().to_string();
+        assert!(err.contains("vlm.max_pixels") && err.contains("784"), "{err}");
     }
 }

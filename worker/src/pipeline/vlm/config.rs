@@ -82,7 +82,8 @@ impl ModelConfig {
     pub fn decoder_only(path: &Path) -> Result<Self> {
         let mut raw = read_json(path)?;
         let model_type = get(&raw, "model_type").and_then(Value::as_str).unwrap_or("unknown").to_owned();
-        let text = get(&raw, "text_config").cloned().unwrap_or(Value::Null);
+        // Older exports (Qwen2-VL's first configs) keep the text model's keys at the top level.
+        let text = get(&raw, "text_config").cloned().unwrap_or_else(|| raw.clone());
         let max_positions = get(&text, "max_position_embeddings").and_then(Value::as_u64).map(|n| n as usize);
         let vocab_size = get(&text, "vocab_size").and_then(Value::as_u64).map(|n| n as usize);
         if let Some(obj) = raw.as_object_mut() {

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod idefics3;
 pub mod openai;
 pub mod preprocess;
+pub mod qwen2vl;
 pub mod resample;
 pub mod result;
 pub mod session;
@@ -421,8 +422,11 @@ fn job_params(params: &Map<String, Value>, limit: usize) -> Result<(Option<Strin
 }
 
 /// The model families the pipeline knows, by `config.json`'s `model_type`.
-pub const FAMILIES: [&str; 2] =
-    ["vision-encoder-decoder (Donut, TrOCR, Nougat)", "idefics3 (granite-docling, SmolDocling, SmolVLM)"];
+pub const FAMILIES: [&str; 3] = [
+    "vision-encoder-decoder (Donut, TrOCR, Nougat)",
+    "idefics3 (granite-docling, SmolDocling, SmolVLM)",
+    "qwen2_vl / qwen2_5_vl (Qwen2-VL, Qwen2.5-VL and fine-tunes)",
+];
 
 /// The loaded model of one family.
 enum Family {
@@ -443,7 +447,8 @@ fn family_of(settings: &Settings) -> Result<Option<bool>> {
     let Ok(snap) = models::resolve(&settings.models, "vlm", &settings.models.vlm) else { return Ok(None) };
     let Ok(bytes) = std::fs::read(snap.file("config.json")) else { return Ok(None) };
     let Ok(config) = serde_json::from_slice::<Value>(&bytes) else { return Ok(None) };
-    if idefics3::is_idefics3(&config) {
+    // The Qwen2-VL family runs on the Idefics3 decoder-only engine.
+    if idefics3::is_idefics3(&config) || qwen2vl::is_qwen2vl(&config) {
         return Ok(Some(true));
     }
     let is_ved =

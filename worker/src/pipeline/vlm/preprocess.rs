@@ -93,17 +93,23 @@ fn to_dim(n: u64) -> std::result::Result<u32, String> {
         .ok_or_else(|| format!("resizing it would need a side of {n} pixels"))
 }
 
+/// Every u8 value's f32 per channel after `rescale` (f64, rounded to f32) and `normalize` (f32),
+/// as `transformers.image_transforms` computes them: a table keeps the exact arithmetic and costs
+/// nothing.
+pub fn value_table(do_rescale: bool, factor: f64, do_normalize: bool, mean: [f32; 3], std: [f32; 3]) -> Vec<[f32; 3]> {
+    (0..=255u8)
+        .map(|v| {
+            let x = if do_rescale { (v as f64 * factor) as f32 } else { v as f32 };
+            std::array::from_fn(|c| if do_normalize { (x - mean[c]) / std[c] } else { x })
+        })
+        .collect()
+}
+
 /// Rescale and normalise like `transformers.image_transforms.rescale` / `normalize`.
 fn to_tensor(img: &RgbImage, cfg: &ImageProcessorConfig) -> Vec<f32> {
     let plane = (img.width() * img.height()) as usize;
     let mut out = vec![0f32; 3 * plane];
-    // Every u8 value maps to one f32: a table keeps the exact arithmetic and costs nothing.
-    let table: Vec<[f32; 3]> = (0..=255u8)
-        .map(|v| {
-            let x = if cfg.do_rescale { (v as f64 * cfg.rescale_factor) as f32 } else { v as f32 };
-            std::array::from_fn(|c| if cfg.do_normalize { (x - cfg.image_mean[c]) / cfg.image_std[c] } else { x })
-        })
-        .collect();
+    let table = value_table(cfg.do_rescale, cfg.rescale_factor, cfg.do_normalize, cfg.image_mean, cfg.image_std);
     for (i, p) in img.pixels().enumerate() {
         for c in 0..3 {
             out[c * plane + i] = table[p[c] as usize][c];

@@ -1,8 +1,10 @@
 //! Decoder-only greedy generation for a batch of pages, as `transformers`' `generate` does it for
-//! `Idefics3ForConditionalGeneration` with `num_beams=1, do_sample=False` and left padding: each
+//! `Idefics3ForConditionalGeneration` and `Qwen2VLForConditionalGeneration` /
+//! `Qwen2_5_VLForConditionalGeneration` with `num_beams=1, do_sample=False` and left padding: each
 //! page's tiles through the vision encoder; the padded prompt ids through `embed_tokens`, the
 //! image features scattered into the `<image>` positions in order; one prefill over the whole
-//! prompt (attention mask 0 on padding, position ids `cumsum(mask) - 1`, 1 on padding); then one
+//! prompt (attention mask 0 on padding, position ids `cumsum(mask) - 1` or the family's
+//! multimodal rotary positions [3, batch, seq] ([`MRope`]), 1 on padding); then one
 //! token per step, `embed_tokens` on it and the decoder on the cache. `Times::encoder` counts the
 //! vision encoder and prompt embedding runs, `Times::decoder` the decoder and per-token embedding
 //! runs; everything else is host time. A row leaves the batch when
@@ -24,29 +26,67 @@ use crate::pipeline::vlm::generate::{Finish, Generated, Rules, Times, argmax};
 pub struct PageInput {
     /// The expanded prompt's token ids.
     pub prompt: Vec<i64>,
-    /// Its tiles, `tiles × 3 × side × side`.
+    /// Its pixels, laid out as [`Self::vision`] says.
     pub pixels: Vec<f32>,
-    pub tiles: usize,
-    pub side: usize,
+    pub vision: VisionInput,
+    /// Multimodal rotary positions (Qwen2-VL); `None`: `cumsum(mask) - 1`.
+    pub rope: Option<MRope>,
+}
+
+/// How a page's pixels reach the vision encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionInput {
+    /// Idefics3: `tiles × 3 × side × side` with an all-true pixel mask when the graph takes one.
+    Tiles { tiles: usize, side: usize },
+    /// Qwen2-VL: `t·h·w` patches of `patch_dim` values and the grid `[t, h, w]`.
+    Patches { grid: [i64; 3], patch_dim: usize },
+}
+
+/// A prompt's positions on the three rotary axes (`get_rope_index`), unpadded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MRope {
+    /// `[3][prompt len]`, temporal row first.
+    pub positions: Vec<i64>,
+    /// The position of the first generated token (the largest prompt position + 1); each later
+    /// step adds one, on all three axes (`cache_position + rope_deltas` in transformers).
+    pub next: i64,
+}
+
+impl PageInput {
+    /// An Idefics3 page of `tiles` tiles of `side × side`.
+    pub fn tiles(prompt: Vec<i64>, pixels: Vec<f32>, tiles: usize, side: usize) -> Self {
+        Self { prompt, pixels, vision: VisionInput::Tiles { tiles, side }, rope: None }
+    }
 }
 
 fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::Model(format!("{what}: {e}"))
 }
 
-/// The vision encoder on one page's tiles: `tiles × image_seq_len × hidden` features, flat.
+/// The vision encoder on one page: its image tokens' features (`tokens × hidden`), flat.
 fn encode_page(s: &Sessions, page: &PageInput, run: &mut Duration) -> Result<(Vec<f32>, usize)> {
-    let shape = vec![1, page.tiles, 3, page.side, page.side];
+    let (shape, extra): (Vec<usize>, Option<(&str, DynValue)>) = match page.vision {
+        VisionInput::Tiles { tiles, side } => {
+            let mask = s.vision_mask.then(|| {
+                Tensor::from_array((vec![1, tiles, side, side], vec![true; tiles * side * side])).map(Tensor::into_dyn)
+            });
+            let mask = mask.transpose().map_err(ort_err("pixel_attention_mask"))?;
+            (vec![1, tiles, 3, side, side], mask.map(|m| ("pixel_attention_mask", m)))
+        }
+        VisionInput::Patches { grid, patch_dim } => {
+            let name = s
+                .vision_grid
+                .as_deref()
+                .ok_or_else(|| Error::Model(format!("{} takes no grid_thw / image_grid_thw input", s.vision.file)))?;
+            let grid = Tensor::from_array(([1usize, 3], grid.to_vec())).map_err(ort_err(name))?.into_dyn();
+            (vec![page.pixels.len() / patch_dim.max(1), patch_dim], Some((name, grid)))
+        }
+    };
     let pixels = s.pixel_type.tensor(shape.clone(), &page.pixels)?;
-    let mask = s.vision_mask.then(|| {
-        Tensor::from_array((vec![1, page.tiles, page.side, page.side], vec![true; page.tiles * page.side * page.side]))
-            .map(Tensor::into_dyn)
-    });
-    let mask = mask.transpose().map_err(ort_err("pixel_attention_mask"))?;
     let mut session = s.vision.lock();
     let t = Instant::now();
-    let outputs = match &mask {
-        Some(m) => session.run(ort::inputs!["pixel_values" => &pixels, "pixel_attention_mask" => m]),
+    let outputs = match &extra {
+        Some((name, v)) => session.run(ort::inputs!["pixel_values" => &pixels, *name => v]),
         None => session.run(ort::inputs!["pixel_values" => &pixels]),
     }
     .map_err(|e| Error::Model(format!("{} failed on input {shape:?}: {e}", s.vision.file)))?;
@@ -99,13 +139,21 @@ pub fn generate<P: Borrow<PageInput>>(
     let width = pages.iter().map(|p| p.prompt.len()).max().unwrap_or(0);
     let mut ids = vec![pad_token_id; batch * width];
     let mut mask = vec![0i64; batch * width];
-    let mut positions = vec![1i64; batch * width];
+    // [batch, width], or [3, batch, width] for multimodal rotary positions; 1 on padding.
+    let axes = if s.position_rank == 3 { 3 } else { 1 };
+    let mut positions = vec![1i64; axes * batch * width];
     for (r, p) in pages.iter().enumerate() {
-        let pad = width - p.prompt.len();
+        let (len, pad) = (p.prompt.len(), width - p.prompt.len());
         ids[r * width + pad..(r + 1) * width].copy_from_slice(&p.prompt);
         for (k, i) in (r * width + pad..(r + 1) * width).enumerate() {
             mask[i] = 1;
-            positions[i] = k as i64;
+            for axis in 0..axes {
+                positions[axis * batch * width + i] = match &p.rope {
+                    Some(rope) if rope.positions.len() == 3 * len => rope.positions[axis * len + k],
+                    Some(_) => return Err(Error::Model("rotary positions of the wrong length".into())),
+                    None => k as i64,
+                };
+            }
         }
     }
     let embedded = embed(s, &ids, batch, width, &mut times.encoder)?;
@@ -139,7 +187,8 @@ pub fn generate<P: Borrow<PageInput>>(
     let mut active: Vec<usize> = (0..batch).collect();
     // Per active row: its attention mask so far, and the next position.
     let mut masks: Vec<Vec<i64>> = (0..batch).map(|r| mask[r * width..(r + 1) * width].to_vec()).collect();
-    let mut next_pos: Vec<i64> = pages.iter().map(|p| p.prompt.len() as i64).collect();
+    // Per row: the position of the token after the prompt; a step's position is it plus the steps since.
+    let next_pos: Vec<i64> = pages.iter().map(|p| p.rope.as_ref().map_or(p.prompt.len() as i64, |r| r.next)).collect();
     let mut cache: Vec<Option<DynValue>> = (0..s.slots.len()).map(|_| None).collect();
     let mut scores: Vec<f32> = Vec::new();
     let mut step_ids: Vec<i64> = Vec::with_capacity(batch);
@@ -150,9 +199,16 @@ pub fn generate<P: Borrow<PageInput>>(
         let seq_len = if first { width } else { 1 };
         let total = masks[active[0]].len();
         let flat_mask: Vec<i64> = active.iter().flat_map(|&a| masks[a].iter().copied()).collect();
-        let pos: Vec<i64> = if first { positions.clone() } else { active.iter().map(|&a| next_pos[a] - 1).collect() };
+        let pos: Vec<i64> = if first {
+            positions.clone()
+        } else {
+            let since = (total - 1 - width) as i64;
+            let row: Vec<i64> = active.iter().map(|&a| next_pos[a] + since).collect();
+            row.repeat(axes)
+        };
         let mask_t = Tensor::from_array(([n, total], flat_mask)).map_err(ort_err("attention_mask"))?.into_dyn();
-        let pos_t = Tensor::from_array(([n, seq_len], pos)).map_err(ort_err("position_ids"))?.into_dyn();
+        let pos_shape = if axes == 3 { vec![3, n, seq_len] } else { vec![n, seq_len] };
+        let pos_t = Tensor::from_array((pos_shape, pos)).map_err(ort_err("position_ids"))?.into_dyn();
         let mut empty: Vec<DynValue> = Vec::new();
         if first {
             for slot in &s.slots {
@@ -206,7 +262,6 @@ pub fn generate<P: Borrow<PageInput>>(
             let token = argmax(&scores) as i64;
             seqs[a].push(token);
             masks[a].push(1);
-            next_pos[a] += 1;
             step_ids.push(token);
             if rules.eos.contains(&token) {
                 finish[a] = Some(Finish::Eos);

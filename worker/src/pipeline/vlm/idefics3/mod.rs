@@ -4,6 +4,10 @@
 //! model's chat template, then the image placeholders expanded) and its decoder-only generation
 //! with left padding ([`generate`]). Pages of a document are generated `vlm.batch_size` at a time,
 //! or, with `vlm.batch_across_jobs`, together with other jobs' pages of the same task prompt.
+//!
+//! [`Idefics3Engine`] is the pipeline's decoder-only engine: the Qwen2-VL family
+//! ([`super::qwen2vl`]) runs on it too, with its own preprocessing, prompt expansion and
+//! multimodal rotary positions in place of the Idefics3 tiles.
 
 pub mod generate;
 pub mod preprocess;
@@ -28,6 +32,7 @@ use self::session::{GRAPHS, Sessions};
 use super::batching::{self, GenerationQueue};
 use super::config::{GenerationConfig, ModelConfig};
 use super::generate::{Generated, Rules, Times};
+use super::qwen2vl::{self, QwenVision};
 use super::result;
 use super::tokenizer::Tokenizer;
 use crate::document::{Rasterized, given_or_rasterize};
@@ -65,6 +70,9 @@ pub struct Idefics3Engine {
     model_max_new_tokens: Option<usize>,
     /// granite-docling / SmolDocling: the repo id or directory names docling; pages get `doctags`.
     docling: bool,
+    /// The Qwen2-VL family's preprocessing and positions, when that is the model (the Idefics3
+    /// processor and `image_seq_len` are then unused).
+    qwen: Option<QwenVision>,
     settings: VlmSettings,
     limits: Limits,
     snapshot: Snapshot,
@@ -135,6 +143,19 @@ impl Idefics3Engine {
         let model_max_new_tokens = gen_raw.get("max_new_tokens").and_then(Value::as_u64).map(|n| n as usize);
         let tokenizer = Tokenizer::load(&snap.file("tokenizer.json"))?;
         let template = ChatTemplate::load(&snap.root)?;
+        let config = read_json(&model_path)?;
+        if qwen2vl::is_qwen2vl(&config) {
+            let qwen =
+                QwenVision::load(&config, &snap.file("preprocessor_config.json"), &tokenizer, settings.vlm.max_pixels)?;
+            return Self::finish_load(
+                settings,
+                snap,
+                runtime,
+                dtype,
+                (model, generation, model_max_new_tokens, tokenizer, template),
+                (Idefics3Processor::default(), qwen.image_token_id, 0, Some(qwen)),
+            );
+        }
         let processor = Idefics3Processor::load(&snap.file("preprocessor_config.json"))?;
         let image_token_id = match model.get("image_token_id").and_then(Value::as_i64) {
             Some(id) => id,
@@ -163,17 +184,52 @@ impl Idefics3Engine {
                 return Err(Error::Model(format!("the tokenizer of {} has no {token} token", snap.id())));
             }
         }
+        Self::finish_load(
+            settings,
+            snap,
+            runtime,
+            dtype,
+            (model, generation, model_max_new_tokens, tokenizer, template),
+            (processor, image_token_id, image_seq_len, None),
+        )
+    }
+
+    /// The sessions and the rest, once the family's parts are read.
+    #[allow(clippy::type_complexity)]
+    fn finish_load(
+        settings: &Settings,
+        snap: Snapshot,
+        runtime: Arc<Runtime>,
+        dtype: VlmDtype,
+        (model, generation, model_max_new_tokens, tokenizer, template): (
+            ModelConfig,
+            GenerationConfig,
+            Option<usize>,
+            Tokenizer,
+            ChatTemplate,
+        ),
+        (processor, image_token_id, image_seq_len, qwen): (Idefics3Processor, i64, usize, Option<QwenVision>),
+    ) -> Result<Self> {
         let sessions = Sessions::load(&runtime, &snap.root, dtype, &snap.id())?;
+        if qwen.is_some() != (sessions.position_rank == 3 && sessions.vision_grid.is_some()) {
+            return Err(Error::Model(format!(
+                "{}: the graphs do not match config.json's model_type (a Qwen2-VL export takes grid_thw / \
+                 image_grid_thw and position_ids [3, batch, seq]; an Idefics3 one neither)",
+                snap.id()
+            )));
+        }
         let rules = Rules::from_config(&generation);
         let docling = snap.repo_id.to_lowercase().contains("docling");
+        let family = qwen.as_ref().map_or(MODEL_TYPE, |q| q.model_type.as_str());
         let v = &settings.vlm;
         let across_jobs = v
             .batch_across_jobs
-            .unwrap_or(gpu)
+            .unwrap_or(runtime.provider() != ExecutionProvider::Cpu)
             .then(|| GenerationQueue::new(v.batch_size, Duration::from_millis(v.batch_max_wait_ms)));
         tracing::info!(
-            model = %snap.id(), family = MODEL_TYPE, dtype = dtype.as_str(), docling,
-            tile = processor.tile, image_seq_len, "vlm model loaded"
+            model = %snap.id(), family, dtype = dtype.as_str(), docling,
+            tile = processor.tile, image_seq_len, max_pixels = ?qwen.as_ref().map(|q| q.processor.max_pixels),
+            "vlm model loaded"
         );
         Ok(Self {
             runtime,
@@ -188,6 +244,7 @@ impl Idefics3Engine {
             max_positions: model.max_positions,
             model_max_new_tokens,
             docling,
+            qwen,
             settings: settings.vlm.clone(),
             limits: settings.limits.clone(),
             snapshot: snap,
@@ -208,6 +265,19 @@ impl Idefics3Engine {
 
     /// Model facts for result records.
     pub fn model_info(&self) -> Value {
+        if let Some(q) = &self.qwen {
+            return json!({
+                "id": self.snapshot.id(),
+                "revision": self.snapshot.revision,
+                "family": q.model_type,
+                "dtype": self.sessions.dtype.as_str(),
+                "min_pixels": q.processor.min_pixels,
+                "max_pixels": q.processor.max_pixels,
+                "model_max_pixels": q.model_max_pixels,
+                "runtime": self.runtime.describe(),
+                "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+            });
+        }
         json!({
             "id": self.snapshot.id(),
             "revision": self.snapshot.revision,
@@ -236,6 +306,12 @@ impl Idefics3Engine {
     pub fn prompt_ids(&self, rendered: &str, rows: usize, cols: usize) -> Result<Vec<i64>> {
         let expanded = prompt::expand(rendered, rows, cols, self.image_seq_len)?;
         let ids = self.tokenizer.encode(&expanded, true)?;
+        self.check_prompt_len(&ids)?;
+        Ok(ids)
+    }
+
+    /// A prompt that leaves no position for a generated token is the job's error.
+    fn check_prompt_len(&self, ids: &[i64]) -> Result<()> {
         if let Some(max) = self.max_positions
             && ids.len() >= max
         {
@@ -245,7 +321,16 @@ impl Idefics3Engine {
                 ids.len()
             )));
         }
-        Ok(ids)
+        Ok(())
+    }
+
+    /// The Qwen2-VL family's input for one page: (input, image tokens, grid h, grid w).
+    pub fn qwen_page(&self, img: &RgbImage, rendered: &str) -> Result<Option<(PageInput, usize, usize, usize)>> {
+        let Some(q) = &self.qwen else { return Ok(None) };
+        let (input, patches) = q.page_input(img, rendered, &self.tokenizer)?;
+        self.check_prompt_len(&input.prompt)?;
+        let tokens = patches.tokens(q.processor.merge_size);
+        Ok(Some((input, tokens, patches.grid[1] as usize, patches.grid[2] as usize)))
     }
 
     /// The token limit for a prompt of `prompt_len`: `requested`, else `vlm.max_new_tokens`, else
@@ -320,14 +405,19 @@ impl Idefics3Engine {
     /// One page's tiles and prompt ids; errors name the page.
     fn prepare_page(&self, img: &RgbImage, rendered: &str, page_no: usize) -> Result<(PageInput, Prepared)> {
         let t = Instant::now();
-        let tiles = self.tiles(img).map_err(|e| match e {
+        let on_page = |e: Error| match e {
             Error::InvalidInput(m) => Error::InvalidInput(format!("page {page_no}: {m}")),
-            other => other,
-        })?;
-        let prompt = self.prompt_ids(rendered, tiles.rows, tiles.cols).map_err(|e| match e {
             Error::InvalidJob(m) => Error::InvalidJob(format!("page {page_no}: {m}")),
             other => other,
-        })?;
+        };
+        // Qwen2-VL: one image of patches; `tiles` counts its image tokens, rows × cols its grid.
+        if let Some((input, tokens, h, w)) = self.qwen_page(img, rendered).map_err(on_page)? {
+            let prepared =
+                Prepared { preprocess: t.elapsed(), tiles: tokens, rows: h, cols: w, prompt_len: input.prompt.len() };
+            return Ok((input, prepared));
+        }
+        let tiles = self.tiles(img).map_err(on_page)?;
+        let prompt = self.prompt_ids(rendered, tiles.rows, tiles.cols).map_err(on_page)?;
         let prepared = Prepared {
             preprocess: t.elapsed(),
             tiles: tiles.count,
@@ -335,10 +425,7 @@ impl Idefics3Engine {
             cols: tiles.cols,
             prompt_len: prompt.len(),
         };
-        Ok((
-            PageInput { prompt, pixels: tiles.pixels, tiles: tiles.count, side: self.processor.tile as usize },
-            prepared,
-        ))
+        Ok((PageInput::tiles(prompt, tiles.pixels, tiles.count, self.processor.tile as usize), prepared))
     }
 
     fn page_result(generated: Generated, p: Prepared, batch: usize, batch_size: usize, times: Times) -> PageResult {
@@ -453,6 +540,13 @@ impl Idefics3Engine {
             let v = record.push(page, &page_record);
             v["prompt_tokens"] = json!(r.prompt_len);
             v["tiles"] = json!({"count": r.tiles, "rows": r.rows, "cols": r.cols});
+            if self.qwen.is_some()
+                && let Some(o) = v.as_object_mut()
+            {
+                // Qwen2-VL pages are one image of grid t × h × w patches, not tiles.
+                o.remove("tiles");
+                o.insert("image".into(), json!({"tokens": r.tiles, "grid_thw": [1, r.rows, r.cols]}));
+            }
             if self.docling {
                 let tags = self.doctags(&r.generated)?;
                 v["doctags"] = json!(tags);

@@ -4,7 +4,10 @@
 //! `embed_tokens` (`input_ids` → `inputs_embeds`) and `decoder_model_merged` (`inputs_embeds`,
 //! `attention_mask`, `position_ids`, `past_key_values.{i}.key/value` → `logits`,
 //! `present.{i}.key/value`). Float inputs may be f32 or f16 (the fp16 variants); caches take the
-//! decoder's own element type.
+//! decoder's own element type. The Qwen2-VL family's graphs have the same names with two
+//! differences read from the sessions too: the vision encoder takes `pixel_values`
+//! [patches, 3·2·14·14] and an i64 grid (`grid_thw` or `image_grid_thw`) [images, 3] instead of
+//! the pixel mask, and the decoder's `position_ids` are [3, batch, seq] (multimodal rotary).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -125,11 +128,15 @@ pub struct Sessions {
     pub pixel_type: Float,
     /// Whether the vision encoder takes `pixel_attention_mask`.
     pub vision_mask: bool,
+    /// The vision encoder's i64 image grid input (`grid_thw` / `image_grid_thw`), if it has one.
+    pub vision_grid: Option<String>,
     pub vision_output: String,
     pub embed: Graph,
     pub embed_output: String,
     pub decoder: Graph,
     pub decoder_inputs: Vec<DecoderInput>,
+    /// Rank of `position_ids`: 2 ([batch, seq]) or 3 ([3, batch, seq], multimodal rotary).
+    pub position_rank: usize,
     /// The decoder's float type (`inputs_embeds` and the caches).
     pub decoder_type: Float,
     pub slots: Vec<CacheSlot>,
@@ -152,7 +159,7 @@ impl Sessions {
             let path = root.join(&file);
             if !path.is_file() {
                 return Err(Error::Model(format!(
-                    "{} is missing: the Idefics3 pipeline needs {} (vlm.dtype = {})",
+                    "{} is missing: the vlm pipeline needs {} (vlm.dtype = {})",
                     path.display(),
                     GRAPHS.map(|g| dtype.file_name(g)).join(", "),
                     dtype.as_str()
@@ -164,7 +171,7 @@ impl Sessions {
         let (vision, embed, decoder) = (open(GRAPHS[0])?, open(GRAPHS[1])?, open(GRAPHS[2])?);
 
         // vision_encoder
-        let (mut pixel_type, mut vision_mask) = (None, false);
+        let (mut pixel_type, mut vision_mask, mut vision_grid) = (None, false, None);
         let vision_output = {
             let s = vision.lock();
             for input in s.inputs() {
@@ -177,9 +184,13 @@ impl Sessions {
                         }
                     }
                     "pixel_attention_mask" if ty == TensorElementType::Bool => vision_mask = true,
+                    "grid_thw" | "image_grid_thw" if ty == TensorElementType::Int64 => {
+                        vision_grid = Some(input.name().to_owned())
+                    }
                     other => {
                         return Err(Error::Model(format!(
-                            "{}: input `{other}` ({ty:?}) is not one this pipeline feeds (pixel_values, bool pixel_attention_mask)",
+                            "{}: input `{other}` ({ty:?}) is not one this pipeline feeds (pixel_values, bool \
+                             pixel_attention_mask, i64 grid_thw / image_grid_thw)",
                             vision.file
                         )));
                     }
@@ -203,12 +214,13 @@ impl Sessions {
         };
 
         // decoder_model_merged
-        let (decoder_inputs, decoder_type, slots, presents) = {
+        let (decoder_inputs, decoder_type, slots, presents, position_rank) = {
             let s = decoder.lock();
             let fail = |why: String| Error::Model(format!("{}: {why}", decoder.file));
             let mut inputs = Vec::new();
             let mut slots: Vec<CacheSlot> = Vec::new();
             let mut float = None;
+            let mut position_rank = 2;
             for input in s.inputs() {
                 let name = input.name();
                 let (ty, shape) =
@@ -222,7 +234,13 @@ impl Sessions {
                         return Err(fail(format!("`{name}` is {ty:?}, expected Int64")));
                     }
                     "attention_mask" => DecoderInput::AttentionMask,
-                    "position_ids" => DecoderInput::PositionIds,
+                    "position_ids" => {
+                        position_rank = shape.len();
+                        if !(2..=3).contains(&position_rank) {
+                            return Err(fail(format!("`position_ids` has rank {position_rank}, expected 2 or 3")));
+                        }
+                        DecoderInput::PositionIds
+                    }
                     _ if name.starts_with("past_key_values.") => {
                         let dim = |i: usize| shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
                         let (Some(heads), Some(head_dim)) = (dim(1), dim(3)) else {
@@ -257,18 +275,20 @@ impl Sessions {
                 }
                 presents.push((out, i));
             }
-            (inputs, float, slots, presents)
+            (inputs, float, slots, presents, position_rank)
         };
         Ok(Self {
             dtype,
             vision,
             pixel_type,
             vision_mask,
+            vision_grid,
             vision_output,
             embed,
             embed_output,
             decoder,
             decoder_inputs,
+            position_rank,
             decoder_type,
             slots,
             presents,
