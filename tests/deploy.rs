@@ -188,8 +188,14 @@ fn no_latest_or_untagged_image_anywhere() {
         }
     }
     let compose = compose_file();
-    for (name, svc) in compose["services"].as_object().unwrap() {
-        let image = svc["image"].as_str().unwrap_or_default();
+    let services = compose["services"].as_object().unwrap();
+    for (name, svc) in services {
+        // A service that `extends` another without its own image runs the other's.
+        let mut from = svc;
+        while from["image"].is_null() && from["extends"]["service"].is_string() {
+            from = &services[from["extends"]["service"].as_str().unwrap()];
+        }
+        let image = from["image"].as_str().unwrap_or_default();
         assert!(tag_ok(image), "compose service {name}: image `{image}` must carry a version tag");
         seen += 1;
     }
@@ -265,14 +271,19 @@ fn worker_is_offline_with_read_only_models_and_drains_in_time() {
             .expect("models PVC volume");
         assert_eq!(models_claim["persistentVolumeClaim"]["readOnly"], true, "{what}: PVC volume readOnly");
         let vol = models_claim["name"].as_str().unwrap();
-        let mut mounts = 0;
+        let mut mounted_by = BTreeSet::new();
         for (c_what, _, c) in containers(std::slice::from_ref(deployment)) {
             for m in c["volumeMounts"].as_array().into_iter().flatten().filter(|m| m["name"] == vol) {
                 assert_eq!(m["readOnly"], true, "{what}: {c_what} mounts the models read-write");
-                mounts += 1;
+                mounted_by.insert(c["name"].as_str().unwrap().to_string());
             }
         }
-        assert_eq!(mounts, 2, "{what}: the worker and the verify initContainer mount the models");
+        // The worker and the verify initContainer always; a model server sidecar (overlays/vllm) too.
+        let mut expected: BTreeSet<String> = ["worker", "verify-models"].map(String::from).into();
+        if spec["initContainers"].as_array().into_iter().flatten().any(|c| c["name"] == "vllm") {
+            expected.insert("vllm".into());
+        }
+        assert_eq!(mounted_by, expected, "{what}: the containers that mount the models");
         // The model cache the worker reads is on that mount.
         let mount_path =
             worker["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == vol).unwrap()["mountPath"]
@@ -281,7 +292,12 @@ fn worker_is_offline_with_read_only_models_and_drains_in_time() {
         let cache = config_str(&r.config, "models.cache_dir");
         assert!(cache.starts_with(mount_path), "{what}: models.cache_dir {cache} is not under {mount_path}");
         // initContainer: the downloader's offline verify.
-        let init = &spec["initContainers"][0];
+        let init = spec["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == "verify-models")
+            .unwrap_or_else(|| panic!("{what}: no verify-models initContainer"));
         let args: Vec<&str> = init["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         assert!(init["image"].as_str().unwrap().contains("downloader") && args.contains(&"verify"), "{what}: {init}");
         assert_eq!(env_value(init, "HF_HUB_OFFLINE"), Some("1"), "{what}: verify runs offline");

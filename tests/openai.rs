@@ -467,6 +467,55 @@ async fn slow_server_requests_time_out_and_are_retried() {
     assert!(proxy.chat_requests.load(Ordering::SeqCst) >= 4);
 }
 
+/// The `custom` preset's template sees each page's PDF text layer: a three-page born-digital PDF
+/// gets prompts that hold every line drawn on that page (tests/fixtures/ocr/ground_truth.json), in
+/// order, and the pages' answers; a PNG page renders the template with an empty text layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_template_sees_each_pages_pdf_text_layer() {
+    if serve_python().is_none() {
+        return;
+    }
+    let server = shared_server();
+    let fx = Fixture::new("openai_text_layer", 3, 60).await;
+    let pdf = std::fs::read(repo_root().join("tests/fixtures/ocr/doc_three_pages.pdf")).unwrap();
+    fx.put_input("in/born-digital.pdf", pdf).await;
+    fx.put_input("in/scan.png", png(&page(50, 64, 48))).await;
+    let bodies =
+        [job(&fx, "pdf", "in/born-digital.pdf", json!({})), job(&fx, "png", "in/scan.png", json!({}))];
+    fx.send_raw(&bodies.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let template = "{% if text_layer %}TEXT LAYER START\n{{ text_layer }}\nTEXT LAYER END\n{% endif %}Page {{ page }} of {{ page_count }}.";
+    let mut cmd = worker(&fx, &server.url());
+    cmd.env("DOCFLEET__VLM__SERVER__PRESET", "custom")
+        .env("DOCFLEET__VLM__SERVER__PROMPT_TEMPLATE", template)
+        // Small images: the prompts are what is checked here.
+        .env("DOCFLEET__VLM__SERVER__IMAGE_LONGEST_SIDE", "96");
+    let stderr = drain(cmd).await;
+    assert!(stderr.contains("\"jobs_succeeded\":2"), "{stderr}");
+    let gt: Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("tests/fixtures/ocr/ground_truth.json")).unwrap(),
+    )
+    .unwrap();
+    let entry = gt["files"].as_array().unwrap().iter().find(|e| e["file"] == "doc_three_pages.pdf").unwrap();
+    let output = fx.output_json(&format!("{}.json", result_key(&fx, "in/born-digital.pdf"))).await["output"].clone();
+    assert_eq!(output["page_count"], 3);
+    assert_eq!(output["engine"]["preset"], "custom");
+    let squash = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (i, want) in entry["pages"].as_array().unwrap().iter().enumerate() {
+        let prompt = output["pages"][i]["prompt"].as_str().unwrap();
+        assert!(prompt.starts_with("TEXT LAYER START\n"), "page {}: {prompt}", i + 1);
+        assert!(prompt.ends_with(&format!("TEXT LAYER END\nPage {} of 3.", i + 1)), "page {}: {prompt}", i + 1);
+        let (text, mut from) = (squash(prompt), 0);
+        for line in want["lines"].as_array().unwrap() {
+            let line = squash(line.as_str().unwrap());
+            let at = text[from..].find(&line).unwrap_or_else(|| panic!("page {}: {line:?} not in {text:?}", i + 1));
+            from += at + line.len();
+        }
+        assert!(output["pages"][i]["answer"].is_string());
+    }
+    let png_output = fx.output_json(&format!("{}.json", result_key(&fx, "in/scan.png"))).await["output"].clone();
+    assert_eq!(png_output["pages"][0]["prompt"], "Page 1 of 1.");
+}
+
 /// The server answers 400 for one document's page: that document gets an error record and goes
 /// to the DLQ, unretried; the others get results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ mod downloader;
 mod fleet;
 mod idefics3;
 mod ocr;
+mod openai;
 mod scaler;
 mod summary;
 mod vlm;
@@ -153,6 +154,26 @@ enum Command {
         #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
         python: String,
     },
+    /// The vlm pipeline's `openai` engine on LocalStack vs a plain client loop sending the same
+    /// pages to the same `transformers serve` (tiny Qwen2-VL, CPU) with the same concurrency, per
+    /// max_in_flight level. Needs the serve venv (scripts/setup/serve.sh, run on first use).
+    Openai {
+        /// One-page documents per side and level.
+        #[arg(long, default_value_t = 48)]
+        pages: usize,
+        /// vlm.server.max_in_flight levels (= worker.concurrency = client loop concurrency).
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        max_in_flight: Vec<usize>,
+        /// Tokens asked per page.
+        #[arg(long, default_value_t = 12)]
+        max_tokens: u32,
+        /// The server's torch threads (OMP_NUM_THREADS).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Python of the serve venv [default: DOCFLEET_SERVE_PYTHON, else scripts/setup/serve.sh].
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+    },
     /// docfleet-downloader vs Python huggingface_hub.snapshot_download on one fake hub: wall time
     /// for 3 large files and for many small ones. Needs the release docfleet-downloader and
     /// scripts/setup/hfhub.sh (run on first use).
@@ -202,6 +223,9 @@ async fn main() -> anyhow::Result<()> {
             let (model, python) = (expand_home(&model), expand_home(&python));
             tokio::task::spawn_blocking(move || idefics3::run(&model, &python, threads, &batch, new_tokens, split))
                 .await??
+        }
+        Command::Openai { pages, max_in_flight, max_tokens, threads, python } => {
+            openai::run(pages, &max_in_flight, max_tokens, threads, python).await?
         }
         Command::Downloader { runs, large_mb, small_files, workers, python } => {
             tokio::task::spawn_blocking(move || downloader::run(runs, large_mb, small_files, workers, python)).await??

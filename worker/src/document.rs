@@ -382,6 +382,35 @@ fn render_pdf(bytes: &[u8], limits: &Limits, dpi: f32) -> Result<Vec<RasterPage>
 }
 
 /// A page's MediaBox, inherited from its ancestors when the page has none.
+/// Most bytes of decompressed content read from one page for its text layer.
+const MAX_TEXT_CONTENT_BYTES: usize = 64 << 20;
+
+/// A PDF's text layer: one string per page, in page order, from lopdf's content-stream text
+/// extraction (the fonts' ToUnicode maps, else their standard encodings). A page whose text
+/// cannot be read (an unsupported font encoding, content over the bound) gives an empty string:
+/// the text layer is a hint for a prompt, never a reason to fail the document. Not a readable,
+/// unencrypted PDF within `limits.max_pages` → the same errors as [`rasterize`].
+pub fn pdf_text_layer(bytes: &[u8], limits: &Limits) -> Result<Vec<String>> {
+    let doc = lopdf::Document::load_mem(bytes).map_err(|e| corrupt(Format::Pdf, e))?;
+    if doc.is_encrypted() {
+        return Err(Error::InvalidInput("encrypted PDF documents are not supported".into()));
+    }
+    let pages = doc.get_pages();
+    if pages.len() as u64 > limits.max_pages as u64 {
+        return Err(Error::LimitExceeded(format!("{} pages, over the limit of {}", pages.len(), limits.max_pages)));
+    }
+    Ok(pages
+        .keys()
+        .map(|&n| {
+            let chunks = doc.extract_text_chunks_with_limit(&[n], MAX_TEXT_CONTENT_BYTES);
+            if chunks.iter().any(|c| c.is_err()) {
+                tracing::debug!(page = n, "part of the PDF text layer could not be read");
+            }
+            chunks.into_iter().filter_map(std::result::Result::ok).collect::<String>()
+        })
+        .collect())
+}
+
 fn media_box(doc: &lopdf::Document, mut id: lopdf::ObjectId) -> Option<[f64; 4]> {
     for _ in 0..32 {
         let dict = doc.get_object(id).ok()?.as_dict().ok()?;
@@ -482,5 +511,39 @@ mod tests {
             assert!(!err.is_transient(), "{name}");
             assert!(err.to_string().contains(needle), "{name}: {err}");
         }
+    }
+
+    /// Every line the fixture generator drew on each page of doc_three_pages.pdf
+    /// (tests/fixtures/ocr/ground_truth.json) is in that page's text layer, in order, with
+    /// whitespace runs counted as one space; a PDF of scanned images has an empty text layer.
+    #[test]
+    fn the_pdf_text_layer_holds_each_pages_drawn_lines_in_order() {
+        let gt_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ocr/ground_truth.json");
+        let gt: serde_json::Value = serde_json::from_slice(&std::fs::read(gt_path).unwrap()).unwrap();
+        let entry = gt
+            .as_array()
+            .or_else(|| gt["files"].as_array())
+            .and_then(|a| a.iter().find(|e| e["file"] == "doc_three_pages.pdf"))
+            .or_else(|| gt.get("doc_three_pages.pdf"))
+            .expect("doc_three_pages.pdf in ground_truth.json");
+        let pages_gt = entry["pages"].as_array().expect("pages");
+        let layer = pdf_text_layer(&fixture("doc_three_pages.pdf"), &Limits::default()).unwrap();
+        assert_eq!(layer.len(), pages_gt.len());
+        let squash = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (i, (text, page)) in layer.iter().zip(pages_gt).enumerate() {
+            let text = squash(text);
+            let mut from = 0;
+            for line in page["lines"].as_array().unwrap() {
+                let line = squash(line.as_str().unwrap());
+                let at = text[from..].find(&line).unwrap_or_else(|| panic!("page {}: {line:?} not in {text:?}", i + 1));
+                from += at + line.len();
+            }
+        }
+        let scanned = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/report.pdf"));
+        let scanned = pdf_text_layer(&scanned.unwrap(), &Limits::default()).unwrap();
+        assert_eq!(scanned.len(), 2);
+        assert!(scanned.iter().all(|t| t.trim().is_empty()), "{scanned:?}");
+        let err = pdf_text_layer(&fixture("bad_encrypted.pdf"), &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("encrypted"), "{err}");
     }
 }

@@ -109,8 +109,9 @@ pub struct VlmServerSettings {
     /// Markdown"), `doctags` (granite-docling's DocTags, exported to Markdown/HTML/JSON) or
     /// `custom` (`prompt_template`).
     pub preset: VlmServerPreset,
-    /// The prompt of the `custom` preset, a minijinja template with `page` (1-based) and
-    /// `page_count`; the answer is taken as Markdown.
+    /// The prompt of the `custom` preset, a minijinja template with `page` (1-based),
+    /// `page_count` and `text_layer` (the page's PDF text layer, "" for raster pages); the
+    /// answer is taken as Markdown.
     pub prompt_template: String,
     /// How often the server is asked whether it is up (`GET {url}/models`, and `/health` where
     /// it answers), in milliseconds (100–60000). The worker receives no jobs while it is down.

@@ -22,7 +22,7 @@ use image::RgbImage;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
-use crate::document::{Rasterized, rasterize};
+use crate::document::{Format, Rasterized, rasterize};
 
 /// Job parameters the engine reads.
 const PARAMS: [&str; 2] = ["prompt", "max_new_tokens"];
@@ -183,9 +183,23 @@ impl OpenaiEngine {
         }
         let count = raster.1.len();
         let s = &sh.settings;
+        // The `custom` template may use the PDF's text layer (olmOCR's "anchoring" idea).
+        let text_layer = if s.preset == VlmServerPreset::Custom && prompt_override.is_none() && raster.0 == Format::Pdf {
+            let (b, limits) = (bytes.clone(), sh.limits.clone());
+            tokio::task::spawn_blocking(move || crate::document::pdf_text_layer(&b, &limits))
+                .await
+                .map_err(|e| Error::InvalidInput(format!("reading the PDF text layer crashed: {e}")))??
+        } else {
+            Vec::new()
+        };
         let mut prompts = Vec::with_capacity(count);
         for i in 0..count {
-            prompts.push(presets::prompt(s.preset, &s.prompt_template, i + 1, count, prompt_override.as_deref())?);
+            let page = presets::PageContext {
+                page: i + 1,
+                page_count: count,
+                text_layer: text_layer.get(i).map_or("", String::as_str),
+            };
+            prompts.push(presets::prompt(s.preset, &s.prompt_template, page, prompt_override.as_deref())?);
         }
         let max_tokens = max_tokens.map(|n| n as u32).unwrap_or(s.max_tokens);
         let answers = futures::future::join_all(

@@ -23,14 +23,18 @@ pub const MARKDOWN_PROMPT: &str =
 /// granite-docling's task prompt (as the Idefics3 presets use it): the answer is DocTags.
 pub const DOCTAGS_PROMPT: &str = "Convert this page to docling.";
 
+/// What a `custom` template sees of one page.
+#[derive(Debug, Clone, Copy)]
+pub struct PageContext<'a> {
+    /// 1-based.
+    pub page: usize,
+    pub page_count: usize,
+    /// The page's PDF text layer ("" for raster pages and pages without text).
+    pub text_layer: &'a str,
+}
+
 /// The prompt for one page.
-pub fn prompt(
-    preset: VlmServerPreset,
-    template: &str,
-    page: usize,
-    page_count: usize,
-    given: Option<&str>,
-) -> Result<String> {
+pub fn prompt(preset: VlmServerPreset, template: &str, page: PageContext<'_>, given: Option<&str>) -> Result<String> {
     if let Some(p) = given {
         return Ok(p.to_owned());
     }
@@ -38,15 +42,16 @@ pub fn prompt(
         VlmServerPreset::Olmocr => OLMOCR_PROMPT.to_owned(),
         VlmServerPreset::Markdown => MARKDOWN_PROMPT.to_owned(),
         VlmServerPreset::Doctags => DOCTAGS_PROMPT.to_owned(),
-        VlmServerPreset::Custom => render_template(template, page, page_count)?,
+        VlmServerPreset::Custom => render_template(template, page)?,
     })
 }
 
-/// Render the `custom` preset's template for one page. The document code exposes no PDF text
-/// layer, so the template sees the page number and the page count only.
-pub fn render_template(template: &str, page: usize, page_count: usize) -> Result<String> {
+/// Render the `custom` preset's template for one page: `page`, `page_count` and `text_layer`
+/// (the page's PDF text layer, [`crate::document::pdf_text_layer`]; empty for raster pages).
+pub fn render_template(template: &str, page: PageContext<'_>) -> Result<String> {
     let env = minijinja::Environment::new();
-    env.render_str(template, minijinja::context! { page => page, page_count => page_count })
+    let PageContext { page, page_count, text_layer } = page;
+    env.render_str(template, minijinja::context! { page => page, page_count => page_count, text_layer => text_layer })
         .map_err(|e| Error::Config(format!("vlm.server.prompt_template: {e:#}")))
 }
 
@@ -55,7 +60,7 @@ pub fn check_template(template: &str) -> Result<()> {
     let env = minijinja::Environment::new();
     env.template_from_str(template)
         .map_err(|e| Error::Config(format!("vlm.server.prompt_template does not parse: {e:#}")))?;
-    render_template(template, 1, 1).map(|_| ())
+    render_template(template, PageContext { page: 1, page_count: 1, text_layer: "" }).map(|_| ())
 }
 
 /// olmOCR's answer, split: the front matter fields and the Markdown body.
@@ -193,10 +198,18 @@ mod tests {
     fn custom_template_sees_page_numbers() {
         let t = "Page {{ page }} of {{ page_count }}: transcribe it.";
         check_template(t).unwrap();
-        assert_eq!(render_template(t, 3, 7).unwrap(), "Page 3 of 7: transcribe it.");
+        let at = |page, page_count, text_layer| PageContext { page, page_count, text_layer };
+        assert_eq!(render_template(t, at(3, 7, "")).unwrap(), "Page 3 of 7: transcribe it.");
         assert!(check_template("{{ unclosed").is_err());
-        assert_eq!(prompt(VlmServerPreset::Custom, t, 1, 2, None).unwrap(), "Page 1 of 2: transcribe it.");
-        assert_eq!(prompt(VlmServerPreset::Olmocr, "", 1, 2, Some("mine")).unwrap(), "mine");
-        assert!(prompt(VlmServerPreset::Olmocr, "", 1, 1, None).unwrap().contains("front matter"));
+        assert_eq!(prompt(VlmServerPreset::Custom, t, at(1, 2, ""), None).unwrap(), "Page 1 of 2: transcribe it.");
+        assert_eq!(prompt(VlmServerPreset::Olmocr, "", at(1, 2, ""), Some("mine")).unwrap(), "mine");
+        assert!(prompt(VlmServerPreset::Olmocr, "", at(1, 1, ""), None).unwrap().contains("front matter"));
+        let anchored = "{% if text_layer %}The page's text layer:\n{{ text_layer }}\n{% endif %}Transcribe page {{ page }}.";
+        check_template(anchored).unwrap();
+        assert_eq!(render_template(anchored, at(2, 2, "")).unwrap(), "Transcribe page 2.");
+        assert_eq!(
+            render_template(anchored, at(1, 2, "Total 42")).unwrap(),
+            "The page's text layer:\nTotal 42\nTranscribe page 1."
+        );
     }
 }
