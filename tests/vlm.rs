@@ -344,7 +344,7 @@ fn run_reproduces_transformers_on_the_qwen2_5_vl_fixture() {
     let (stdout, stderr) = text(&run);
     assert!(run.status.success(), "without onnxruntime, run `{SETUP}` first.\n{stdout}\n{stderr}");
     for p in pages {
-        let result = read_json(&out_dir.join(format!("{p}.png.vlm.json")));
+        let result = read_json(&out_dir.join(format!("pages/{p}.png.vlm.json")));
         let page = &result["output"]["pages"][0];
         let row = &want["generate"][format!("single/{p}")]["rows"][0];
         assert_eq!(ids(&page["token_ids"]), ids(&row["generated_ids"]), "{p}: {page}");
