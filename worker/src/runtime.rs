@@ -77,6 +77,11 @@ impl Runtime {
         self.provider
     }
 
+    /// The GPU sessions run on (`runtime.device_id`).
+    pub fn device_id(&self) -> i32 {
+        self.settings.device_id
+    }
+
     /// `library@version` and its cache id, for result records.
     pub fn describe(&self) -> String {
         match &self.library_id {

@@ -9,7 +9,10 @@
 //! vision encoder and prompt embedding runs, `Times::decoder` the decoder and per-token embedding
 //! runs; everything else is host time. A row leaves the batch when
 //! it stops (its cache rows dropped); the cache is never copied otherwise: each step's
-//! `present.*` outputs are the next step's `past_key_values.*` inputs as they are.
+//! `present.*` outputs are the next step's `past_key_values.*` inputs as they are. With
+//! `vlm.cache_on_device` (on for GPU providers) those outputs are preallocated on the provider's
+//! device ([`super::session::CacheDevice`]), so they stay there between steps; only the logits and
+//! a finished row's compaction come to the host.
 
 use std::borrow::Borrow;
 use std::time::{Duration, Instant};
@@ -229,9 +232,16 @@ pub fn generate<P: Borrow<PageInput>>(
         }
         let mut session = s.decoder.lock();
         let t = Instant::now();
-        let mut outputs = session
-            .run(&inputs[..])
-            .map_err(|e| Error::Model(format!("{} failed at step {step} (batch {n}): {e}", s.decoder.file)))?;
+        let options = match &s.cache_device {
+            Some(device) => Some(device.run_options(s, n, total)?),
+            None => None,
+        };
+        let run = match &options {
+            Some(options) => session.run_with_options(&inputs[..], options),
+            None => session.run(&inputs[..]),
+        };
+        let mut outputs =
+            run.map_err(|e| Error::Model(format!("{} failed at step {step} (batch {n}): {e}", s.decoder.file)))?;
         times.decoder += t.elapsed();
         times.steps += 1;
         let mut presents = Vec::with_capacity(s.presents.len());

@@ -210,7 +210,10 @@ impl Idefics3Engine {
         ),
         (processor, image_token_id, image_seq_len, qwen): (Idefics3Processor, i64, usize, Option<QwenVision>),
     ) -> Result<Self> {
-        let sessions = Sessions::load(&runtime, &snap.root, dtype, &snap.id())?;
+        let mut sessions = Sessions::load(&runtime, &snap.root, dtype, &snap.id())?;
+        if settings.vlm.cache_on_device.unwrap_or(runtime.provider() != ExecutionProvider::Cpu) {
+            sessions.keep_cache_on_device(&runtime)?;
+        }
         if qwen.is_some() != (sessions.position_rank == 3 && sessions.vision_grid.is_some()) {
             return Err(Error::Model(format!(
                 "{}: the graphs do not match config.json's model_type (a Qwen2-VL export takes grid_thw / \
@@ -229,6 +232,7 @@ impl Idefics3Engine {
         tracing::info!(
             model = %snap.id(), family, dtype = dtype.as_str(), docling,
             tile = processor.tile, image_seq_len, max_pixels = ?qwen.as_ref().map(|q| q.processor.max_pixels),
+            cache = sessions.cache_device.as_ref().map_or("host", |d| d.name.as_str()),
             "vlm model loaded"
         );
         Ok(Self {
@@ -264,6 +268,12 @@ impl Idefics3Engine {
     }
 
     /// Model facts for result records.
+    /// Where the KV cache lives between steps: `host` (onnxruntime's outputs) or the device its
+    /// outputs are preallocated on (`vlm.cache_on_device`).
+    fn cache_location(&self) -> &str {
+        self.sessions.cache_device.as_ref().map_or("host", |d| d.name.as_str())
+    }
+
     pub fn model_info(&self) -> Value {
         if let Some(q) = &self.qwen {
             return json!({
@@ -276,6 +286,7 @@ impl Idefics3Engine {
                 "model_max_pixels": q.model_max_pixels,
                 "runtime": self.runtime.describe(),
                 "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+                "cache": self.cache_location(),
             });
         }
         json!({
@@ -289,6 +300,7 @@ impl Idefics3Engine {
             "image_seq_len": self.image_seq_len,
             "runtime": self.runtime.describe(),
             "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+            "cache": self.cache_location(),
         })
     }
 

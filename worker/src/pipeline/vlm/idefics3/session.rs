@@ -12,10 +12,11 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use docfleet_core::config::VlmDtype;
+use docfleet_core::config::{ExecutionProvider, VlmDtype};
 use docfleet_core::{Error, Result};
-use ort::session::Session;
-use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::value::{DynTensorValueType, DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::runtime::Runtime;
 
@@ -70,8 +71,15 @@ pub fn read_f32(value: &DynValue, what: &str) -> Result<(Vec<usize>, Vec<f32>)> 
     }
 }
 
-/// The rows `keep` (dimension 0) of a float tensor, in its own type.
+/// The rows `keep` (dimension 0) of a float tensor, in its own type, in host memory (a cache
+/// tensor on a device is copied to the host first; the next step's run takes it back).
 pub fn keep_rows(value: &DynValue, keep: &[usize]) -> Result<DynValue> {
+    let fail = |e: ort::Error| Error::Model(format!("copying a cache tensor to the host: {e}"));
+    let tensor = value.view().downcast::<DynTensorValueType>().map_err(fail)?;
+    if !tensor.memory_info().is_cpu_accessible() {
+        let host = tensor.to(AllocationDevice::CPU, 0).map_err(fail)?.into_dyn();
+        return keep_rows(&host, keep);
+    }
     fn rows<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
         value: &DynValue,
         keep: &[usize],
@@ -102,6 +110,52 @@ pub struct Graph {
 impl Graph {
     pub fn lock(&self) -> MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where the decoder's `present.*` outputs are allocated (`vlm.cache_on_device`): on the
+/// execution provider's device, so the KV cache stays there from one step to the next (a plain
+/// run would have onnxruntime copy every output to host memory, and the next run copy it back).
+/// Each step's outputs are preallocated with their known shapes, `[rows, heads, past + new,
+/// head_dim]`; the logits still come back to the host.
+pub struct CacheDevice {
+    /// `Allocator` is `Send` but not `Sync`; a step holds the decoder's lock anyway.
+    allocator: Mutex<Allocator>,
+    /// For logs: `cpu` or `cuda:<id>`.
+    pub name: String,
+}
+
+impl CacheDevice {
+    fn new(decoder: &Graph, runtime: &Runtime) -> Result<Self> {
+        let fail = |e: ort::Error| Error::Model(format!("{}: allocating the cache on the device: {e}", decoder.file));
+        let (allocator, name) = match runtime.provider() {
+            ExecutionProvider::Cpu => (Allocator::default(), "cpu".to_owned()),
+            ExecutionProvider::Cuda | ExecutionProvider::Tensorrt => {
+                let id = runtime.device_id();
+                let info = MemoryInfo::new(AllocationDevice::CUDA, id, AllocatorType::Device, MemoryType::Default)
+                    .map_err(fail)?;
+                (Allocator::new(&decoder.lock(), info).map_err(fail)?, format!("cuda:{id}"))
+            }
+        };
+        Ok(Self { allocator: Mutex::new(allocator), name })
+    }
+
+    /// Run options with every `present.*` output of a step over `rows` rows and `total` positions
+    /// (past + this step's) preallocated here.
+    pub fn run_options(&self, s: &Sessions, rows: usize, total: usize) -> Result<RunOptions<HasSelectedOutputs>> {
+        let fail = |e: ort::Error| Error::Model(format!("{}: preallocating the cache: {e}", s.decoder.file));
+        let allocator = self.allocator.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outputs = OutputSelector::default();
+        for (name, slot) in &s.presents {
+            let slot = &s.slots[*slot];
+            let shape = [rows, slot.heads, total, slot.head_dim];
+            let value = match s.decoder_type {
+                Float::F32 => Tensor::<f32>::new(&allocator, shape).map_err(fail)?.into_dyn(),
+                Float::F16 => Tensor::<half::f16>::new(&allocator, shape).map_err(fail)?.into_dyn(),
+            };
+            outputs = outputs.preallocate(name.clone(), value);
+        }
+        Ok(RunOptions::new().map_err(fail)?.with_outputs(outputs))
     }
 }
 
@@ -142,6 +196,8 @@ pub struct Sessions {
     pub slots: Vec<CacheSlot>,
     /// Index of `present.<slot name>` → slot, by output name.
     pub presents: Vec<(String, usize)>,
+    /// Where the cache outputs live between steps; `None`: onnxruntime's default (host memory).
+    pub cache_device: Option<CacheDevice>,
 }
 
 fn tensor_type(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -292,6 +348,13 @@ impl Sessions {
             decoder_type,
             slots,
             presents,
+            cache_device: None,
         })
+    }
+
+    /// Keep the decoder's cache outputs on the execution provider's device between steps.
+    pub fn keep_cache_on_device(&mut self, runtime: &Runtime) -> Result<()> {
+        self.cache_device = Some(CacheDevice::new(&self.decoder, runtime)?);
+        Ok(())
     }
 }

@@ -120,6 +120,46 @@ fn finish(s: &str) -> Finish {
 #[test]
 fn greedy_generation_reproduces_transformers_single_and_batched() {
     let engine = engine();
+    assert_eq!(engine.model_info()["cache"], "host", "CPU default: onnxruntime's own outputs");
+    assert_eq!(reproduce_generate_references(&engine), 12);
+}
+
+/// `vlm.cache_on_device = true` (on by default for GPU providers): each step's `present.*`
+/// outputs preallocated through the provider's allocator (host memory on CPU) and fed back as
+/// they are, rows that stop compacted from them — the same ids as transformers, fp32 and fp16.
+#[test]
+fn a_preallocated_device_cache_reproduces_the_same_tokens() {
+    let mut settings = settings_for(&fixtures());
+    settings.vlm.cache_on_device = Some(true);
+    let vlm = Vlm::load(&settings).unwrap_or_else(|e| panic!("needs onnxruntime: {e}"));
+    let engine = vlm.idefics3().unwrap().clone();
+    assert_eq!(engine.model_info()["cache"], "cpu", "{}", engine.model_info());
+    // batch/a4+strip_wide+tiny/split: row 0 stops at 8 tokens, so the cache is compacted.
+    assert_eq!(reproduce_generate_references(&engine), 12);
+    settings.vlm.dtype = docfleet_core::config::VlmDtype::Fp16;
+    let vlm = Vlm::load(&settings).unwrap();
+    let fp16 = vlm.idefics3().unwrap().clone();
+    assert_eq!((fp16.model_info()["cache"].as_str(), fp16.model_info()["dtype"].as_str()), (Some("cpu"), Some("fp16")));
+    let max_new = reference()["max_new_tokens"].as_u64().unwrap() as usize;
+    let case = &reference()["generate_fp16"]["batch/a4+strip_wide+tiny/split"];
+    let rendered = reference()["generate"]["batch/a4+strip_wide+tiny/split"]["prompt"].as_str().unwrap();
+    let inputs: Vec<PageInput> = case["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| {
+            let t = tiles(&page_image(name.as_str().unwrap()), &processor(true)).unwrap();
+            PageInput::tiles(fp16.prompt_ids(rendered, t.rows, t.cols).unwrap(), t.pixels, t.count, 32)
+        })
+        .collect();
+    let (got, _) = fp16.generate(&inputs, max_new).unwrap();
+    for (r, (g, want)) in got.iter().zip(case["rows"].as_array().unwrap()).enumerate() {
+        assert_eq!(g.ids, ids(&want["generated_ids"]), "fp16 row {r}");
+    }
+}
+
+/// Every `generate` reference through `engine`; the number of rows checked.
+fn reproduce_generate_references(engine: &Idefics3Engine) -> usize {
     let max_new = reference()["max_new_tokens"].as_u64().unwrap() as usize;
     let mut rows_checked = 0;
     for (key, case) in reference()["generate"].as_object().unwrap() {
@@ -144,7 +184,7 @@ fn greedy_generation_reproduces_transformers_single_and_batched() {
             rows_checked += 1;
         }
     }
-    assert_eq!(rows_checked, 12);
+    rows_checked
 }
 
 /// `vlm.dtype = "fp16"` loads the `*_fp16.onnx` graphs (float16 pixels, embeddings, caches and
