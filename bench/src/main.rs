@@ -170,6 +170,9 @@ enum Command {
         /// The server's torch threads (OMP_NUM_THREADS).
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Start transformers serve with --continuous-batching (paged attention).
+        #[arg(long)]
+        continuous_batching: bool,
         /// Python of the serve venv [default: DOCFLEET_SERVE_PYTHON, else scripts/setup/serve.sh].
         #[arg(long)]
         python: Option<std::path::PathBuf>,
@@ -224,8 +227,8 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || idefics3::run(&model, &python, threads, &batch, new_tokens, split))
                 .await??
         }
-        Command::Openai { pages, max_in_flight, max_tokens, threads, python } => {
-            openai::run(pages, &max_in_flight, max_tokens, threads, python).await?
+        Command::Openai { pages, max_in_flight, max_tokens, threads, continuous_batching, python } => {
+            openai::run(pages, &max_in_flight, max_tokens, threads, continuous_batching, python).await?
         }
         Command::Downloader { runs, large_mb, small_files, workers, python } => {
             tokio::task::spawn_blocking(move || downloader::run(runs, large_mb, small_files, workers, python)).await??

@@ -58,7 +58,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(python: &Path, threads: usize) -> anyhow::Result<Self> {
+    fn start(python: &Path, threads: usize, continuous_batching: bool) -> anyhow::Result<Self> {
         let port = free_port();
         let dir = tempfile::tempdir()?.keep();
         std::fs::create_dir_all(dir.join("hub"))?;
@@ -68,6 +68,7 @@ impl Server {
         cmd.arg("serve")
             .arg(model_dir())
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--device", "cpu", "--log-level", "warning"])
+            .arg(if continuous_batching { "--continuous-batching" } else { "--no-continuous-batching" })
             .env("HF_HUB_OFFLINE", "1")
             .env("TRANSFORMERS_OFFLINE", "1")
             .env("HF_HOME", &dir)
@@ -187,16 +188,18 @@ pub async fn run(
     levels: &[usize],
     max_tokens: u32,
     threads: usize,
+    continuous_batching: bool,
     python: Option<PathBuf>,
 ) -> anyhow::Result<Vec<Headline>> {
     anyhow::ensure!(pages >= 2, "--pages must be at least 2");
     let python = tokio::task::spawn_blocking(move || serve_python(python)).await??;
-    let server = tokio::task::spawn_blocking(move || Server::start(&python, threads)).await??;
+    let server = tokio::task::spawn_blocking(move || Server::start(&python, threads, continuous_batching)).await??;
     let url = server.url();
     let pngs: Vec<Vec<u8>> = (0..pages as u32).map(|i| page_png(i, 96 + 8 * (i % 4), 128 + 8 * (i % 3))).collect();
     println!(
         "openai: {pages} one-page PNG documents (96–120 × 128–144 px), {max_tokens} tokens each, transformers serve \
-         (CPU, OMP_NUM_THREADS={threads}) on the tiny Qwen2-VL of tests/fixtures/vlm/serve"
+         (CPU, OMP_NUM_THREADS={threads}, continuous batching {}) on the tiny Qwen2-VL of tests/fixtures/vlm/serve",
+        if continuous_batching { "on" } else { "off" }
     );
     // Warm-up: the server loads the model on its first request.
     client_loop(&url, &pngs[..2], 1, max_tokens).await?;
