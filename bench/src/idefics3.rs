@@ -66,6 +66,7 @@ pub fn run(
     batches: &[usize],
     new_tokens: usize,
     split: bool,
+    spinning: bool,
 ) -> anyhow::Result<Vec<Headline>> {
     if !model.join("onnx/decoder_model_merged.onnx").is_file() {
         bail!(
@@ -80,6 +81,8 @@ pub fn run(
     settings.models.vlm.dir = Some(dir.clone());
     settings.runtime.intra_threads = threads;
     settings.runtime.inter_threads = 0;
+    // The same session options on both sides: docfleet's default (no spinning) unless --spinning.
+    settings.runtime.intra_op_spinning = spinning;
     let vlm = Vlm::load(&settings).context("loading the model (run scripts/setup/onnxruntime.sh?)")?;
     let engine = vlm.idefics3().context("the bench model is not an Idefics3 export")?.clone();
 
@@ -101,7 +104,7 @@ pub fn run(
     }
     eprintln!(
         "model {} ({} pages, splitting {}, prompt {} tokens for the first page), {new_tokens} new tokens per row, \
-         {threads} onnxruntime threads; {}",
+         {threads} onnxruntime threads, spinning {spinning}; {}",
         model.display(),
         prepared.len(),
         if split { "on" } else { "off" },
@@ -152,6 +155,9 @@ pub fn run(
     ]);
     if split {
         cmd.arg("--split");
+    }
+    if spinning {
+        cmd.arg("--spinning");
     }
     // The Python side reads the torch checkpoint and pages through the linked directory.
     let out = cmd.stderr(Stdio::inherit()).output().context("running the Python side")?;

@@ -150,6 +150,10 @@ enum Command {
         /// Image splitting on (13 tiles for an A4 page) instead of the global image alone.
         #[arg(long)]
         split: bool,
+        /// onnxruntime's intra-op threads spin between operators on both sides (onnxruntime's
+        /// default; docfleet's `runtime.intra_op_spinning` default is off, and so is the bench's).
+        #[arg(long)]
+        spinning: bool,
         /// Python of the vlm venv (torch, transformers, onnxruntime).
         #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
         python: String,
@@ -222,10 +226,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Vlm { model, threads, repeat, batch, python } => {
             vlm_bench(expand_home(&model), expand_home(&python), threads, repeat, batch).await?
         }
-        Command::Idefics3 { model, threads, batch, new_tokens, split, python } => {
+        Command::Idefics3 { model, threads, batch, new_tokens, split, spinning, python } => {
             let (model, python) = (expand_home(&model), expand_home(&python));
-            tokio::task::spawn_blocking(move || idefics3::run(&model, &python, threads, &batch, new_tokens, split))
-                .await??
+            tokio::task::spawn_blocking(move || {
+                idefics3::run(&model, &python, threads, &batch, new_tokens, split, spinning)
+            })
+            .await??
         }
         Command::Openai { pages, max_in_flight, max_tokens, threads, continuous_batching, python } => {
             openai::run(pages, &max_in_flight, max_tokens, threads, continuous_batching, python).await?

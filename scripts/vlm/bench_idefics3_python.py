@@ -7,7 +7,11 @@ model that `make_idefics3.py --bench OUTDIR` writes, with
       decoder_model_merged}.onnx — the same graphs and the same steps docfleet's Rust side runs.
 
     bench_idefics3_python.py OUTDIR [--threads 2] [--batches 1,4,8] [--new-tokens 16] [--split]
-                             [--engines onnxruntime,transformers] [--repeat 1]
+                             [--engines onnxruntime,transformers] [--repeat 1] [--spinning]
+
+--spinning lets onnxruntime's intra-op threads spin between operators (onnxruntime's own default);
+without it they do not, as docfleet's `runtime.intra_op_spinning = false` default has it — the Rust side
+is told the same, so both loops run the same session options.
 
 Every row generates exactly --new-tokens tokens (stop tokens ignored, so both engines and docfleet do the
 same work on a random model). Pages are OUTDIR/pages/*.png, cycled to fill a batch; preprocessing
@@ -53,8 +57,9 @@ def load_inputs(model_dir: Path, batch: int, split: bool):
 
 
 class OrtLoop:
-    def __init__(self, model_dir: Path, threads: int, image_token_id: int):
+    def __init__(self, model_dir: Path, threads: int, image_token_id: int, spinning: bool):
         so = ort.SessionOptions()
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -131,12 +136,13 @@ def main():
     ap.add_argument("--split", action="store_true", help="image splitting on (13 tiles per A4 page: slow)")
     ap.add_argument("--engines", default="onnxruntime,transformers")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--spinning", action="store_true", help="onnxruntime intra-op threads spin (its default)")
     args = ap.parse_args()
     model_dir = Path(args.model_dir).expanduser()
     torch.set_num_threads(args.threads)
     cfg = json.loads((model_dir / "config.json").read_text())
     engines = args.engines.split(",")
-    loop = OrtLoop(model_dir, args.threads, cfg["image_token_id"]) if "onnxruntime" in engines else None
+    loop = OrtLoop(model_dir, args.threads, cfg["image_token_id"], args.spinning) if "onnxruntime" in engines else None
     model = None
     if "transformers" in engines:
         from transformers import Idefics3ForConditionalGeneration
