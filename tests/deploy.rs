@@ -961,7 +961,7 @@ fn grafana_dashboard_queries_parse_and_name_only_exported_metrics() {
             for expr in &exprs {
                 // Grafana's variables, as Grafana substitutes them before sending the query.
                 let concrete =
-                    expr.replace("$__rate_interval", "1m").replace("$queue", &queues[0]).replace("$dlq", &queues[1]);
+                    expr.replace("$__rate_interval", "1m").replace("$queue", queues[0]).replace("$dlq", queues[1]);
                 for name in promql_metric_names(&concrete) {
                     assert!(exported.contains(&name), "{what}: `{expr}` selects {name}, which no binary exports");
                     names.insert(name);

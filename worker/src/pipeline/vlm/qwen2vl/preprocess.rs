@@ -56,6 +56,8 @@ struct Size {
 }
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+// transformers' OPENAI_CLIP_STD digits as written there (the same f32 values either way).
+#[allow(clippy::excessive_precision)]
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 impl QwenProcessor {
@@ -173,7 +175,7 @@ pub fn patches(img: &RgbImage, cfg: &QwenProcessor) -> Result<Patches> {
     let (rh, rw) =
         if cfg.do_resize { smart_resize(h, w, cfg.factor(), cfg.min_pixels, cfg.max_pixels)? } else { (h, w) };
     let (p, m, tp) = (cfg.patch_size as usize, cfg.merge_size as usize, cfg.temporal_patch_size as usize);
-    if rh as usize % (p * m) != 0 || rw as usize % (p * m) != 0 {
+    if !(rh as usize).is_multiple_of(p * m) || !(rw as usize).is_multiple_of(p * m) {
         return Err(Error::InvalidInput(format!(
             "the {w}×{h} image is not a multiple of {} pixels and do_resize is off",
             p * m
