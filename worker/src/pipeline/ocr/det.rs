@@ -1,4 +1,4 @@
-//! Text detection: PP-OCRv4's DB model. The page is scaled so its longest side is at most
+//! Text detection: PP-OCR's DB model (v4 and v6 share it). The page is scaled so its longest side is at most
 //! `ocr.det_max_side`, padded to multiples of 32, and the probability map is turned into boxes:
 //! threshold → (dilate) → connected regions → minimum-area rectangle → box score → unclip.
 
@@ -52,8 +52,21 @@ pub fn input_size(width: u32, height: u32, max_side: u32) -> ([f32; 2], usize, u
 
 /// Detect text boxes on a page.
 pub fn detect(model: &Model, img: &RgbImage, s: &OcrSettings, times: &mut DetTimes) -> Result<Vec<TextBox>> {
-    let started = Instant::now();
     let (scale, w, h) = input_size(img.width(), img.height(), s.det_max_side);
+    detect_sized(model, img, scale, w, h, s, times)
+}
+
+/// Detect text boxes on a page scaled by `scale` (x, y) into a `w × h` detector input.
+pub fn detect_sized(
+    model: &Model,
+    img: &RgbImage,
+    scale: [f32; 2],
+    w: usize,
+    h: usize,
+    s: &OcrSettings,
+    times: &mut DetTimes,
+) -> Result<Vec<TextBox>> {
+    let started = Instant::now();
     let mut input = vec![0f32; 3 * w * h];
     page_tensor(img, scale, w, h, &mut input);
     times.pre += started.elapsed();
