@@ -70,8 +70,23 @@ pub fn detect_sized(
     let mut input = vec![0f32; 3 * w * h];
     page_tensor(img, scale, w, h, &mut input);
     times.pre += started.elapsed();
+    detect_input(model, &input, scale, w, h, (img.width(), img.height()), s, times)
+}
 
-    let (boxes, model_time) = model.run(&[1, 3, h, w], &input, |shape, prob| {
+/// Detect text boxes from a prepared `1 × 3 × h × w` input: the page (`page` = its width and
+/// height) scaled by `scale` (x, y) and normalised.
+#[allow(clippy::too_many_arguments)]
+pub fn detect_input(
+    model: &Model,
+    input: &[f32],
+    scale: [f32; 2],
+    w: usize,
+    h: usize,
+    page: (u32, u32),
+    s: &OcrSettings,
+    times: &mut DetTimes,
+) -> Result<Vec<TextBox>> {
+    let (boxes, model_time) = model.run(&[1, 3, h, w], input, |shape, prob| {
         if shape.len() != 4 || shape[2] != h || shape[3] != w || prob.len() < w * h {
             return Err(Error::Model(format!("detector returned shape {shape:?} for input 1×3×{h}×{w}")));
         }
@@ -84,7 +99,7 @@ pub fn detect_sized(
     times.post += post;
 
     // Back to page pixels: the input is the page scaled by `scale`, anchored at the top-left.
-    let (pw, ph) = (img.width() as f32, img.height() as f32);
+    let (pw, ph) = (page.0 as f32, page.1 as f32);
     Ok(boxes
         .into_iter()
         .map(|(quad, score)| TextBox {
