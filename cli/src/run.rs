@@ -46,7 +46,7 @@ pub struct Args {
 /// so later runs touch no network; with `HF_HUB_OFFLINE=1` a missing model is an error.
 async fn fetch_missing(settings: &Settings, pipeline: &str) -> anyhow::Result<()> {
     let model = match pipeline {
-        "ocr" if settings.ocr.enabled => "ocr",
+        "ocr" if settings.ocr.enabled => settings.ocr.models.slot(),
         "vlm" if docfleet_worker::pipeline::vlm::configured(settings) => "vlm",
         _ => return Ok(()),
     };
@@ -54,9 +54,16 @@ async fn fetch_missing(settings: &Settings, pipeline: &str) -> anyhow::Result<()
     if settings.runtime.dylib_path.is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none() {
         names.insert(0, "onnxruntime");
     }
-    let fetched = docfleet_downloader::fetch::ensure(settings, &names)
+    let mut fetched = docfleet_downloader::fetch::ensure(settings, &names)
         .await
         .with_context(|| format!("fetching the models of pipeline `{pipeline}` (models.fetch_missing)"))?;
+    // The layout model is optional: failing to fetch it leaves the pipeline without regions.
+    if pipeline == "ocr" && settings.ocr.layout && !settings.models.layout.repo_id.is_empty() {
+        match docfleet_downloader::fetch::ensure(settings, &["layout"]).await {
+            Ok(more) => fetched.extend(more),
+            Err(e) => eprintln!("warning: cannot fetch the layout model (ocr.layout), reading without regions: {e:#}"),
+        }
+    }
     for o in fetched {
         eprintln!(
             "fetched model `{}` ({} from {}): {} files, {:.1} MB into {}",

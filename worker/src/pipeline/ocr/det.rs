@@ -1,4 +1,4 @@
-//! Text detection: PP-OCRv4's DB model. The page is scaled so its longest side is at most
+//! Text detection: PP-OCR's DB model (v4 and v6 share it). The page is scaled so its longest side is at most
 //! `ocr.det_max_side`, padded to multiples of 32, and the probability map is turned into boxes:
 //! threshold → (dilate) → connected regions → minimum-area rectangle → box score → unclip.
 
@@ -52,13 +52,41 @@ pub fn input_size(width: u32, height: u32, max_side: u32) -> ([f32; 2], usize, u
 
 /// Detect text boxes on a page.
 pub fn detect(model: &Model, img: &RgbImage, s: &OcrSettings, times: &mut DetTimes) -> Result<Vec<TextBox>> {
-    let started = Instant::now();
     let (scale, w, h) = input_size(img.width(), img.height(), s.det_max_side);
+    detect_sized(model, img, scale, w, h, s, times)
+}
+
+/// Detect text boxes on a page scaled by `scale` (x, y) into a `w × h` detector input.
+pub fn detect_sized(
+    model: &Model,
+    img: &RgbImage,
+    scale: [f32; 2],
+    w: usize,
+    h: usize,
+    s: &OcrSettings,
+    times: &mut DetTimes,
+) -> Result<Vec<TextBox>> {
+    let started = Instant::now();
     let mut input = vec![0f32; 3 * w * h];
     page_tensor(img, scale, w, h, &mut input);
     times.pre += started.elapsed();
+    detect_input(model, &input, scale, w, h, (img.width(), img.height()), s, times)
+}
 
-    let (boxes, model_time) = model.run(&[1, 3, h, w], &input, |shape, prob| {
+/// Detect text boxes from a prepared `1 × 3 × h × w` input: the page (`page` = its width and
+/// height) scaled by `scale` (x, y) and normalised.
+#[allow(clippy::too_many_arguments)]
+pub fn detect_input(
+    model: &Model,
+    input: &[f32],
+    scale: [f32; 2],
+    w: usize,
+    h: usize,
+    page: (u32, u32),
+    s: &OcrSettings,
+    times: &mut DetTimes,
+) -> Result<Vec<TextBox>> {
+    let (boxes, model_time) = model.run(&[1, 3, h, w], input, |shape, prob| {
         if shape.len() != 4 || shape[2] != h || shape[3] != w || prob.len() < w * h {
             return Err(Error::Model(format!("detector returned shape {shape:?} for input 1×3×{h}×{w}")));
         }
@@ -71,7 +99,7 @@ pub fn detect(model: &Model, img: &RgbImage, s: &OcrSettings, times: &mut DetTim
     times.post += post;
 
     // Back to page pixels: the input is the page scaled by `scale`, anchored at the top-left.
-    let (pw, ph) = (img.width() as f32, img.height() as f32);
+    let (pw, ph) = (page.0 as f32, page.1 as f32);
     Ok(boxes
         .into_iter()
         .map(|(quad, score)| TextBox {

@@ -1,8 +1,9 @@
-//! `ocr`: PP-OCR on onnxruntime. Each page (PDF pages rasterised at `ocr.pdf_dpi`) goes through
-//! detection ([`det`]), page and line orientation ([`cls`]), batched recognition ([`rec`]),
-//! reading order ([`layout`]) and text clean-up ([`postprocess`]). The result lists pages → lines
-//! {text, confidence, polygon} with page sizes, model ids and per-stage timings; a plain-text
-//! rendition is stored beside it.
+//! `ocr`: PP-OCR (v4 or v6, `ocr.models`) on onnxruntime. Each page (PDF pages rasterised at
+//! `ocr.pdf_dpi`) goes through detection ([`det`]), page and line orientation ([`cls`]), batched
+//! recognition ([`rec`]), layout regions ([`region`], optional), reading order ([`layout`]) and text
+//! clean-up ([`postprocess`]). The result lists pages → regions {class, score, box} and lines
+//! {text, confidence, polygon, region} with page sizes, model ids and per-stage timings; a
+//! plain-text rendition is stored beside it.
 
 pub mod cls;
 pub mod det;
@@ -15,12 +16,14 @@ mod sample;
 
 #[cfg(test)]
 mod batching_tests;
+#[cfg(test)]
+mod parity_tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use docfleet_core::config::{ExecutionProvider, Limits, OcrSettings};
+use docfleet_core::config::{ExecutionProvider, Limits, OcrModels, OcrSettings};
 use docfleet_core::{Error, Result, Settings, models};
 use image::RgbImage;
 use serde::Serialize;
@@ -28,6 +31,7 @@ use serde_json::{Map, Value, json};
 
 use self::geometry::{Quad, bounds, quad_size, rotate_corners, to_upright};
 use self::rec::Dictionary;
+use self::region::{LayoutDetector, Region};
 use super::{Document, Pipeline, PipelineOutput};
 use crate::batch::BatchPolicy;
 use crate::document::{Rasterized, given_or_rasterize};
@@ -45,6 +49,8 @@ pub struct OcrEngine {
     cls: Option<Model>,
     rec: Model,
     dict: Dictionary,
+    /// The layout detector; `None` when `ocr.layout` is off or its model was missing at start-up.
+    layout: Option<LayoutDetector>,
     settings: OcrSettings,
     limits: Limits,
 }
@@ -60,17 +66,18 @@ pub struct Timings {
     pub rec_model: Duration,
     pub rec_post: Duration,
     pub layout: Duration,
+    pub regions: region::RegionTimes,
 }
 
 impl Timings {
     /// Time inside onnxruntime (the sum of session runs).
     pub fn model(&self) -> Duration {
-        self.det.model + self.cls_model + self.rec_model
+        self.det.model + self.cls_model + self.rec_model + self.regions.model
     }
 
     /// Pre- and post-processing around the models (not decoding or rendering the document).
     pub fn pre_post(&self) -> Duration {
-        self.det.pre + self.det.post + self.cls_pre + self.rec_pre + self.rec_post + self.layout
+        self.det.pre + self.det.post + self.cls_pre + self.rec_pre + self.rec_post + self.layout + self.regions.pre_post
     }
 
     /// Add another document's or page's times.
@@ -85,6 +92,8 @@ impl Timings {
         self.rec_model += o.rec_model;
         self.rec_post += o.rec_post;
         self.layout += o.layout;
+        self.regions.model += o.regions.model;
+        self.regions.pre_post += o.regions.pre_post;
     }
 
     fn to_json(self, total: Option<Duration>) -> Value {
@@ -100,6 +109,8 @@ impl Timings {
             "rec_model": ms(self.rec_model),
             "rec_post": ms(self.rec_post),
             "layout": ms(self.layout),
+            "regions_model": ms(self.regions.model),
+            "regions_pre_post": ms(self.regions.pre_post),
             "model": ms(self.model()),
             "pre_post": ms(self.pre_post()),
         });
@@ -119,6 +130,9 @@ pub struct Line {
     pub polygon: Quad,
     /// Block (paragraph, column part, table cell) the line belongs to, numbered in reading order.
     pub block: usize,
+    /// Index into the page's `regions` of the layout region covering most of the line; `null`
+    /// when no region overlaps it (or regions are off).
+    pub region: Option<usize>,
 }
 
 /// What OCR read on one page.
@@ -128,22 +142,31 @@ pub struct PageReading {
     pub rotation: u32,
     pub lines: Vec<Line>,
     pub text: String,
+    /// Layout regions found on the page as stored (empty when regions are off).
+    pub regions: Vec<Region>,
 }
 
 impl OcrEngine {
-    /// Load the models named by `models.ocr` (detection, orientation, recognition, in that order)
-    /// into the shared runtime. Fails with a message naming what is missing and how to get it.
+    /// Load the model set `ocr.models` names (`models.ocr` or `models.ocr_v6`: detection,
+    /// orientation, recognition, in that order) into the shared runtime, and the layout detector
+    /// (`models.layout`) when `ocr.layout` is on. Fails with a message naming what is missing and
+    /// how to get it; a missing layout model only turns regions off, with a warning.
     pub fn load(settings: &Settings) -> Result<Self> {
         let runtime = Runtime::shared(settings)?;
-        let repo = &settings.models.ocr;
+        let slot = settings.ocr.models.slot();
+        let repo = match settings.ocr.models {
+            OcrModels::V4 => &settings.models.ocr,
+            OcrModels::V6 => &settings.models.ocr_v6,
+        };
         let [det_file, cls_file, rec_file] = &repo.files[..] else {
             return Err(Error::Model(format!(
-                "models.ocr.files must list the detection, orientation and recognition models, in that order (got {:?})",
+                "models.{slot}.files must list the detection, orientation and recognition models, in that order (got {:?})",
                 repo.files
             )));
         };
-        let snap = models::locate(&settings.models, "ocr", repo).map_err(|e| {
-            Error::Model(format!("{}. Or {SETUP_HINT}", e.to_string().trim_start_matches("model error: ")))
+        let snap = models::locate(&settings.models, slot, repo).map_err(|e| {
+            let hint = SETUP_HINT.replace("--model ocr`", &format!("--model {slot}`"));
+            Error::Model(format!("{}. Or {hint}", e.to_string().trim_start_matches("model error: ")))
         })?;
         let s = settings.ocr.clone();
         let merge = s.batch_across_jobs.unwrap_or(runtime.provider() != ExecutionProvider::Cpu);
@@ -175,7 +198,11 @@ impl OcrEngine {
         if dict.is_empty() {
             return Err(Error::Model(format!("{}: the recognition dictionary is empty", rec.id)));
         }
-        Ok(Self { runtime, det, cls, rec, dict, settings: s, limits: settings.limits.clone() })
+        let layout = match s.layout {
+            true => load_layout(&runtime, settings),
+            false => None,
+        };
+        Ok(Self { runtime, det, cls, rec, dict, layout, settings: s, limits: settings.limits.clone() })
     }
 
     /// The loaded models: detection, orientation (when used), recognition.
@@ -204,6 +231,7 @@ impl OcrEngine {
             "detection": self.det.id,
             "orientation": self.cls.as_ref().map(|m| m.id.clone()),
             "recognition": self.rec.id,
+            "layout": self.layout.as_ref().map(|m| m.id.clone()),
             "runtime": self.runtime.describe(),
             "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
         })
@@ -237,6 +265,7 @@ impl OcrEngine {
                 "height": page.image.height(),
                 "unit": "px",
                 "rotation": reading.rotation,
+                "regions": reading.regions,
                 "lines": reading.lines,
                 "text": reading.text,
                 "timings_ms": t.to_json(None),
@@ -266,8 +295,12 @@ impl OcrEngine {
         let s = &self.settings;
         let boxes = det::detect(&self.det, img, s, &mut t.det)?;
         if boxes.is_empty() {
-            return Ok(PageReading { rotation: 0, lines: Vec::new(), text: String::new() });
+            return Ok(PageReading { rotation: 0, lines: Vec::new(), text: String::new(), regions: Vec::new() });
         }
+        let regions = match &self.layout {
+            Some(detector) => detector.detect(img, &mut t.regions)?,
+            None => Vec::new(),
+        };
         let (width, height) = (img.width() as f32, img.height() as f32);
 
         // Lines mostly standing vertical mean the page is turned by 90° or 270°: read them
@@ -348,12 +381,22 @@ impl OcrEngine {
                     / chars.max(1.0);
             let (first, last) = (&quads[members[0]], &quads[*members.last().expect("rows are non-empty")]);
             let polygon = if members.len() == 1 { *first } else { [first[0], last[1], last[2], first[3]] };
-            lines.push(Line { text, confidence: (confidence * 1e4).round() / 1e4, polygon, block: row.block });
+            lines.push(Line {
+                text,
+                confidence: (confidence * 1e4).round() / 1e4,
+                polygon,
+                block: row.block,
+                region: None,
+            });
+        }
+        let line_rects: Vec<layout::Rect> = lines.iter().map(|l| bounds(&l.polygon)).collect();
+        for (line, r) in lines.iter_mut().zip(region::assign_lines(&line_rects, &regions)) {
+            line.region = r;
         }
         let row_texts: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
         let text = postprocess::page_text(&rows, &row_texts);
         t.layout += started.elapsed();
-        Ok(PageReading { rotation: (turns as u32 % 4) * 90, lines, text })
+        Ok(PageReading { rotation: (turns as u32 % 4) * 90, lines, text, regions })
     }
 
     /// Whether the page is upside down: the classifier's votes on the longest lines, weighted by
@@ -397,6 +440,28 @@ impl OcrEngine {
         let confidence = |r: &[rec::Recognized]| r.iter().map(|r| r.score).sum::<f32>() / r.len().max(1) as f32;
         let (as_is, turned) = read.split_at(probe.len());
         Ok(confidence(turned) > confidence(as_is))
+    }
+}
+
+/// The layout detector from `models.layout`, or `None` with a warning when it cannot be loaded:
+/// regions are an addition to the lines, so their absence must not fail the pipeline.
+fn load_layout(runtime: &Runtime, settings: &Settings) -> Option<LayoutDetector> {
+    let repo = &settings.models.layout;
+    let loaded = models::locate(&settings.models, "layout", repo).and_then(|snap| {
+        let file = repo.files.first().ok_or_else(|| Error::Model("models.layout.files is empty".into()))?;
+        LayoutDetector::load(runtime, &snap.file(file), format!("{}/{file}", snap.id()), &settings.ocr)
+    });
+    match loaded {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "ocr: the layout model is not available; reading without layout regions \
+                 (fetch it with `docfleet-downloader fetch --model layout` or scripts/setup/onnxruntime.sh, \
+                 or set ocr.layout = false)"
+            );
+            None
+        }
     }
 }
 

@@ -91,6 +91,67 @@ pub fn crop_tensor(img: &RgbImage, quad: &Quad, width: usize, height: usize, str
     }
 }
 
+/// Resize to `out_w × out_h` as OpenCV's `cv2.resize(..., INTER_LINEAR)` does on 8-bit images, in
+/// BGR order (interleaved): half-pixel centres, 11-bit fixed-point weights, and the vertical pass
+/// rounded the way its SIMD path (used on x86 for all but a row's last few pixels) rounds. Models
+/// trained behind that resize (rapid-layout's) see the same pixels, to ±1.
+pub fn resize_bgr_u8(img: &RgbImage, out_w: usize, out_h: usize) -> Vec<u8> {
+    const SCALE: f64 = 2048.0;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    // Per destination index: source index and the two fixed-point weights.
+    let axis = |n: usize, src: usize| -> Vec<(usize, i32, i32)> {
+        let scale = src as f64 / n as f64;
+        (0..n)
+            .map(|d| {
+                let f = (d as f64 + 0.5) * scale - 0.5;
+                let mut s = f.floor();
+                let mut frac = f - s;
+                if s < 0.0 {
+                    s = 0.0;
+                    frac = 0.0;
+                }
+                if s as usize >= src - 1 {
+                    s = (src - 1) as f64;
+                    frac = 0.0;
+                }
+                (s as usize, ((1.0 - frac) * SCALE).round() as i32, (frac * SCALE).round() as i32)
+            })
+            .collect()
+    };
+    let xs = axis(out_w, w);
+    let ys = axis(out_h, h);
+    let raw = img.as_raw();
+    // Horizontal pass of one source row into `out_w × 3` ints (BGR).
+    let hpass = |y: usize, row: &mut [i32]| {
+        let src = &raw[y * w * 3..(y + 1) * w * 3];
+        for (dx, &(sx, a0, a1)) in xs.iter().enumerate() {
+            let x1 = (sx + 1).min(w - 1);
+            for c in 0..3 {
+                let (p0, p1) = (src[sx * 3 + 2 - c] as i32, src[x1 * 3 + 2 - c] as i32);
+                row[dx * 3 + c] = p0 * a0 + p1 * a1;
+            }
+        }
+    };
+    let mut out = vec![0u8; out_w * out_h * 3];
+    let (mut r0, mut r1) = (vec![0i32; out_w * 3], vec![0i32; out_w * 3]);
+    let mut cached = (usize::MAX, usize::MAX);
+    for (dy, &(sy, b0, b1)) in ys.iter().enumerate() {
+        let y1 = (sy + 1).min(h - 1);
+        if cached != (sy, y1) {
+            hpass(sy, &mut r0);
+            hpass(y1, &mut r1);
+            cached = (sy, y1);
+        }
+        let row = &mut out[dy * out_w * 3..(dy + 1) * out_w * 3];
+        for (i, o) in row.iter_mut().enumerate() {
+            // mulhi(b, s >> 4) per term, then a rounding shift by 2 (cv::VResizeLinearVec_32s8u).
+            let t = ((b0 * (r0[i] >> 4)) >> 16) + ((b1 * (r1[i] >> 4)) >> 16);
+            *o = ((t + 2) >> 2).clamp(0, 255) as u8;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +165,19 @@ mod tests {
         page_tensor(&img, [1.0, 1.0], 2, 1, &mut out);
         // B plane, G plane, R plane.
         assert_eq!(out, vec![-1.0, 1.0, -1.0, -1.0, 1.0, -1.0]);
+    }
+
+    #[test]
+    fn cv_resize_keeps_flat_colours_and_swaps_to_bgr() {
+        let img = RgbImage::from_pixel(37, 23, image::Rgb([10, 128, 250]));
+        let out = resize_bgr_u8(&img, 16, 40);
+        assert_eq!(out.len(), 16 * 40 * 3);
+        assert!(out.chunks_exact(3).all(|p| p == [250, 128, 10]), "{:?}", &out[..6]);
+        // A 2 × 1 black/white image doubled: the middle columns mix a quarter and three quarters.
+        let mut edge = RgbImage::new(2, 1);
+        edge.put_pixel(1, 0, image::Rgb([255; 3]));
+        let row: Vec<u8> = resize_bgr_u8(&edge, 4, 1).chunks_exact(3).map(|p| p[0]).collect();
+        assert_eq!(row, vec![0, 64, 191, 255]);
     }
 
     #[test]
