@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use docfleet_tests::{Fixture, free_port, http_get, ok, run_with_timeout, sample_documents, text};
+use docfleet_tests::{Fixture, free_port, http_get, ok, run_with_timeout, sample_documents};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -264,14 +264,15 @@ const REUSED: &str = r#"docfleet_redelivered_results_reused_total{pipeline="insp
 /// stop it with SIGTERM; its (jobs run, results reused) and stderr.
 async fn one_job_with_a_fresh_worker(fx: &Fixture) -> (f64, f64, String) {
     let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let child = fx
         .command("docfleet-worker")
         .env("DOCFLEET__WORKER__HTTP_PORT", port.to_string())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let guard = docfleet_tests::ChildGuard(child);
+    let mut guard = docfleet_tests::ChildGuard(child);
     let deadline = std::time::Instant::now() + LIMIT;
     let (run, reused) = loop {
         let body = http_get(port, "/metrics").unwrap_or_default();
@@ -282,12 +283,12 @@ async fn one_job_with_a_fresh_worker(fx: &Fixture) -> (f64, f64, String) {
         assert!(std::time::Instant::now() < deadline, "the worker did not finish the job: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut child = guard.0;
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-    assert!(out.status.success(), "worker exits 0 on SIGTERM:\n{}", text(&out).1);
-    (run, reused, text(&out).1)
+    unsafe { libc::kill(guard.0.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || guard.0.wait().unwrap()).await.unwrap();
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert!(status.success(), "worker exits 0 on SIGTERM:\n{stderr}");
+    (run, reused, stderr)
 }
 
 /// Receive the job's message once and let it go (visibility 0), as a worker that crashed after
