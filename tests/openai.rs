@@ -480,7 +480,8 @@ async fn custom_template_sees_each_pages_pdf_text_layer() {
     let pdf = std::fs::read(repo_root().join("tests/fixtures/ocr/doc_three_pages.pdf")).unwrap();
     fx.put_input("in/born-digital.pdf", pdf).await;
     fx.put_input("in/scan.png", png(&page(50, 64, 48))).await;
-    let bodies = [job(&fx, "pdf", "in/born-digital.pdf", json!({})), job(&fx, "png", "in/scan.png", json!({}))];
+    let bodies =
+        [job(&fx, "pdf", "in/born-digital.pdf", json!({})), job(&fx, "png", "in/scan.png", json!({}))];
     fx.send_raw(&bodies.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let template = "{% if text_layer %}TEXT LAYER START\n{{ text_layer }}\nTEXT LAYER END\n{% endif %}Page {{ page }} of {{ page_count }}.";
     let mut cmd = worker(&fx, &server.url());
@@ -490,9 +491,10 @@ async fn custom_template_sees_each_pages_pdf_text_layer() {
         .env("DOCFLEET__VLM__SERVER__IMAGE_LONGEST_SIDE", "96");
     let stderr = drain(cmd).await;
     assert!(stderr.contains("\"jobs_succeeded\":2"), "{stderr}");
-    let gt: Value =
-        serde_json::from_slice(&std::fs::read(repo_root().join("tests/fixtures/ocr/ground_truth.json")).unwrap())
-            .unwrap();
+    let gt: Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("tests/fixtures/ocr/ground_truth.json")).unwrap(),
+    )
+    .unwrap();
     let entry = gt["files"].as_array().unwrap().iter().find(|e| e["file"] == "doc_three_pages.pdf").unwrap();
     let output = fx.output_json(&format!("{}.json", result_key(&fx, "in/born-digital.pdf"))).await["output"].clone();
     assert_eq!(output["page_count"], 3);

@@ -184,8 +184,7 @@ impl OpenaiEngine {
         let count = raster.1.len();
         let s = &sh.settings;
         // The `custom` template may use the PDF's text layer (olmOCR's "anchoring" idea).
-        let text_layer = if s.preset == VlmServerPreset::Custom && prompt_override.is_none() && raster.0 == Format::Pdf
-        {
+        let text_layer = if s.preset == VlmServerPreset::Custom && prompt_override.is_none() && raster.0 == Format::Pdf {
             let (b, limits) = (bytes.clone(), sh.limits.clone());
             tokio::task::spawn_blocking(move || crate::document::pdf_text_layer(&b, &limits))
                 .await

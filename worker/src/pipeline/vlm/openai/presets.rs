@@ -204,8 +204,7 @@ mod tests {
         assert_eq!(prompt(VlmServerPreset::Custom, t, at(1, 2, ""), None).unwrap(), "Page 1 of 2: transcribe it.");
         assert_eq!(prompt(VlmServerPreset::Olmocr, "", at(1, 2, ""), Some("mine")).unwrap(), "mine");
         assert!(prompt(VlmServerPreset::Olmocr, "", at(1, 1, ""), None).unwrap().contains("front matter"));
-        let anchored =
-            "{% if text_layer %}The page's text layer:\n{{ text_layer }}\n{% endif %}Transcribe page {{ page }}.";
+        let anchored = "{% if text_layer %}The page's text layer:\n{{ text_layer }}\n{% endif %}Transcribe page {{ page }}.";
         check_template(anchored).unwrap();
         assert_eq!(render_template(anchored, at(2, 2, "")).unwrap(), "Transcribe page 2.");
         assert_eq!(
