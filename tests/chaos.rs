@@ -1,14 +1,17 @@
 //! Chaos against LocalStack: workers SIGKILLed and restarted mid-run, and the backends going away
 //! for 10 s. At the end every document has exactly one result, the DLQ holds exactly the planted
-//! poison documents, and nothing is missing. Every loop is bounded in count and time.
+//! poison documents (one message each, or one per delivery that reached it), and nothing is
+//! missing. Each worker's `/metrics` is read while it lives and once more just before it is
+//! killed or stopped, so the runs show how often pipelines ran and how often the redelivery
+//! short-cut acknowledged a job with its stored result. Every loop is bounded in count and time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use docfleet_tests::outage::OutageProxy;
-use docfleet_tests::{Fixture, free_port, repo_root};
+use docfleet_tests::{Fixture, free_port, http_get, repo_root};
 use serde_json::{Value, json};
 
 /// Small xorshift PRNG; the seed is printed so a failing run can be replayed.
@@ -50,6 +53,50 @@ async fn upload_all(fx: &Fixture, objects: Vec<(String, Vec<u8>)>) {
         .await;
 }
 
+/// Pipeline runs and reused results one worker process reported (`/metrics`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    /// `docfleet_jobs_total{outcome="success"}`: pipelines that ran and stored their result.
+    runs: u64,
+    /// `docfleet_redelivered_results_reused_total`: redeliveries acknowledged with the stored result.
+    reused: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Self) {
+        self.runs += other.runs;
+        self.reused += other.reused;
+    }
+}
+
+/// A worker process, its metrics port and what its `/metrics` said last.
+struct Worker {
+    child: Child,
+    port: u16,
+    last: Counts,
+}
+
+impl Worker {
+    /// Read `/metrics` again; a worker not listening yet keeps its last counts.
+    fn scrape(&mut self) -> Counts {
+        if let Some(body) = http_get(self.port, "/metrics") {
+            let sum = |prefix: &str, filter: &str| -> u64 {
+                body.lines()
+                    .filter(|l| l.starts_with(prefix) && l.contains(filter))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>() as u64
+            };
+            if body.contains("docfleet_jobs_total") {
+                self.last = Counts {
+                    runs: sum("docfleet_jobs_total{", r#"outcome="success""#),
+                    reused: sum("docfleet_redelivered_results_reused_total{", ""),
+                };
+            }
+        }
+        self.last
+    }
+}
+
 /// Job ids of every message in the DLQ (read with a long visibility so each is seen once).
 async fn dlq_job_ids(fx: &Fixture) -> Vec<String> {
     let mut ids = Vec::new();
@@ -79,24 +126,46 @@ async fn dlq_job_ids(fx: &Fixture) -> Vec<String> {
 /// What the `ocr` pipeline needs from the test environment (scripts/test.sh sets these up).
 const MODEL_ENV: &[&str] = &["HOME", "HF_HOME", "HF_HUB_CACHE", "ORT_DYLIB_PATH"];
 
-fn spawn_worker(fx: &Fixture, endpoint: Option<&str>, id: usize) -> Child {
+fn spawn_worker(fx: &Fixture, endpoint: Option<&str>, id: usize) -> Worker {
+    let port = free_port();
     let mut cmd: Command = fx.command("docfleet-worker");
     for var in MODEL_ENV {
         if let Ok(v) = std::env::var(var) {
             cmd.env(var, v);
         }
     }
-    cmd.env("DOCFLEET__WORKER__HTTP_PORT", free_port().to_string())
+    cmd.env("DOCFLEET__WORKER__HTTP_PORT", port.to_string())
         .env("DOCFLEET__WORKER__VISIBILITY_TIMEOUT_SECONDS", "5")
         .env("DOCFLEET__WORKER__RETRY_BASE_DELAY_SECONDS", "1")
         .env("DOCFLEET__WORKER__RETRY_MAX_DELAY_SECONDS", "2")
+        // Receipts wait for company up to 1 s (or until ten are there): a kill strands finished
+        // jobs whose deletes had not gone out, the redeliveries the short-cut is for.
+        .env("DOCFLEET__WORKER__DELETE_FLUSH_MS", "1000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(std::env::temp_dir().join(format!("{}-worker-{id}.log", fx.name))).unwrap());
     if let Some(e) = endpoint {
         cmd.env("DOCFLEET__AWS__ENDPOINT_URL", e);
     }
-    cmd.spawn().unwrap()
+    Worker { child: cmd.spawn().unwrap(), port, last: Counts::default() }
+}
+
+/// Read the victim's metrics one last time, then SIGKILL it; what it had counted.
+fn kill(mut victim: Worker) -> Counts {
+    let counts = victim.scrape();
+    let _ = victim.child.kill();
+    let _ = victim.child.wait();
+    counts
+}
+
+/// SIGTERM every worker (each must exit 0) after reading its metrics; what they had counted.
+fn stop_all(workers: impl IntoIterator<Item = Worker>) -> Counts {
+    let mut total = Counts::default();
+    for mut w in workers {
+        total += w.scrape();
+        assert!(stop(w.child).success(), "worker exits 0 on SIGTERM");
+    }
+    total
 }
 
 fn stop(mut child: Child) -> std::process::ExitStatus {
@@ -147,6 +216,10 @@ async fn check_end_state(fx: &Fixture, good: &[String], poison: &[String], pipel
     let extra: Vec<_> = got.difference(&expected).collect();
     let errors = fx.output_keys("errors/").await;
     let dlq = dlq_job_ids(fx).await;
+    let mut dlq_copies: BTreeMap<&str, u64> = BTreeMap::new();
+    for id in &dlq {
+        *dlq_copies.entry(id.as_str()).or_default() += 1;
+    }
     let dlq_set: BTreeSet<&str> = dlq.iter().map(String::as_str).collect();
     let poison_set: BTreeSet<&str> = poison.iter().map(String::as_str).collect();
     println!(
@@ -165,6 +238,16 @@ async fn check_end_state(fx: &Fixture, good: &[String], poison: &[String], pipel
     assert_eq!(results.len(), good.len(), "exactly one result object per document");
     assert_eq!(errors.len(), poison.len(), "one error record per poison document: {errors:?}");
     assert_eq!(dlq_set, poison_set, "the DLQ holds exactly the planted poison documents");
+    // Count, not only the set: each delivery of a poison message sends it to the DLQ at most once
+    // (send, then delete: a crash in between redelivers it), so a document has at most as many
+    // copies there as the receive count its error record was written at.
+    for key in poison {
+        let record = fx.output_json(&format!("errors/{pipeline}/{}/{key}.json", fx.input_bucket)).await;
+        let receives = record["receive_count"].as_u64().expect("error records hold the receive count");
+        let copies = dlq_copies[key.as_str()];
+        assert!(copies <= receives, "{key}: {copies} DLQ messages from {receives} deliveries");
+    }
+    println!("DLQ duplicates (a worker killed between dead-lettering and deleting): {}", dlq.len() - poison.len());
     let (visible, in_flight, delayed) = fx.depth(&fx.queue_url).await;
     assert_eq!((visible, in_flight, delayed), (0, 0, 0), "nothing left on the job queue");
 }
@@ -198,17 +281,19 @@ async fn kill_chaos_three_workers_thousand_documents() {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     println!("chaos seed {seed}");
     let mut rng = Rng(seed);
-    let mut workers: Vec<Option<Child>> = (0..3).map(|i| Some(spawn_worker(&fx, None, i))).collect();
+    let mut workers: Vec<Option<Worker>> = (0..3).map(|i| Some(spawn_worker(&fx, None, i))).collect();
     let mut kills = 0;
     let mut next_kill = 2 + rng.next() % 3;
     let mut spawned = 3;
+    let mut counted = Counts::default();
     wait_until_done(&fx, GOOD, POISON, Duration::from_secs(300), |elapsed| {
+        for w in workers.iter_mut().flatten() {
+            w.scrape();
+        }
         // A random worker SIGKILLed and restarted every 2–4 s, at most 12 times.
         if elapsed >= next_kill && kills < 12 {
             let victim = (rng.next() % 3) as usize;
-            let mut child = workers[victim].take().unwrap();
-            let _ = child.kill();
-            let _ = child.wait();
+            counted += kill(workers[victim].take().unwrap());
             workers[victim] = Some(spawn_worker(&fx, None, spawned));
             spawned += 1;
             kills += 1;
@@ -219,10 +304,30 @@ async fn kill_chaos_three_workers_thousand_documents() {
     .await;
     println!("SIGKILLs: {kills}");
     assert!(kills >= 1, "the run must actually have killed workers");
-    for w in workers.into_iter().flatten() {
-        assert!(stop(w).success(), "worker exits 0 on SIGTERM");
-    }
+    counted += stop_all(workers.into_iter().flatten());
     check_end_state(&fx, &good, &poison, "inspect").await;
+    check_runs(counted, GOOD, kills);
+}
+
+/// What the workers' metrics say about the kill chaos. A killed worker's last reading comes just
+/// before its SIGKILL, so the sums are lower bounds of what happened: enough to show that no
+/// document's pipeline ran to completion twice (a redelivery of finished work reuses the stored
+/// result instead), and that redeliveries of finished work did happen and took the short-cut.
+fn check_runs(counted: Counts, good: usize, kills: usize) {
+    println!(
+        "pipeline runs counted {} for {good} documents; redeliveries acknowledged with their stored result {}",
+        counted.runs, counted.reused
+    );
+    assert!(
+        counted.runs <= good as u64,
+        "{} pipeline runs for {good} documents: a document was processed twice",
+        counted.runs
+    );
+    // Each kill strands the messages whose results are stored but whose batched deletes had not
+    // gone out; their redeliveries find the result.
+    if kills >= 3 {
+        assert!(counted.reused >= 1, "{kills} kills and no redelivery reused its stored result");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +340,7 @@ async fn backends_down_for_ten_seconds_loses_nothing() {
     let (good, poison) = plant(&fx, GOOD, POISON, "inspect").await;
 
     let endpoint = proxy.endpoint();
-    let mut workers: Vec<Child> = (0..2).map(|i| spawn_worker(&fx, Some(&endpoint), i)).collect();
+    let mut workers: Vec<Worker> = (0..2).map(|i| spawn_worker(&fx, Some(&endpoint), i)).collect();
     // Let some work happen, then take SQS and S3 away for 10 s.
     let deadline = Instant::now() + Duration::from_secs(120);
     while fx.output_keys("results/").await.len() < 30 {
@@ -243,19 +348,26 @@ async fn backends_down_for_ten_seconds_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     proxy.down().await;
+    // The test's own client reaches LocalStack directly: the workers held messages (running or
+    // waiting for a slot) when their backends went away.
+    let (_, held, _) = fx.depth(&fx.queue_url).await;
     let before = fx.output_keys("results/").await.len();
-    println!("outage begins with {before} results");
+    println!("outage begins with {before} results and {held} messages held by the workers");
+    assert!(held > 0, "work was in flight when the outage began");
     tokio::time::sleep(Duration::from_secs(10)).await;
     for w in &mut workers {
-        assert!(w.try_wait().unwrap().is_none(), "a worker exited during the outage");
+        assert!(w.child.try_wait().unwrap().is_none(), "a worker exited during the outage");
     }
     proxy.up().await;
     println!("outage over");
     wait_until_done(&fx, GOOD, POISON, Duration::from_secs(300), |_| {}).await;
-    for w in workers {
-        assert!(stop(w).success(), "worker exits 0 on SIGTERM");
-    }
+    let counted = stop_all(workers);
     check_end_state(&fx, &good, &poison, "inspect").await;
+    // Nobody was killed, so the counts are complete: every document's pipeline ran at least once,
+    // as a run or as a redelivery that found its result.
+    // (A result stored just as the proxy cut the connection counts as reused, not as a run.)
+    println!("pipeline runs {} for {GOOD} documents; results reused {}", counted.runs, counted.reused);
+    assert!(counted.runs + counted.reused >= GOOD as u64, "{counted:?} for {GOOD} documents");
 }
 
 /// The same kill chaos on the real `ocr` pipeline, smaller: 80 documents, 2 workers, a worker
@@ -270,14 +382,16 @@ async fn kill_chaos_with_the_ocr_pipeline() {
     );
     let fx = Fixture::new("chaos-ocr", 10, 10).await;
     let (good, poison) = plant(&fx, GOOD, POISON, "ocr").await;
-    let mut workers: Vec<Option<Child>> = (0..2).map(|i| Some(spawn_worker(&fx, None, i))).collect();
+    let mut workers: Vec<Option<Worker>> = (0..2).map(|i| Some(spawn_worker(&fx, None, i))).collect();
     let (mut kills, mut spawned, mut next_kill) = (0, 2, 1);
+    let mut counted = Counts::default();
     wait_until_done(&fx, GOOD, POISON, Duration::from_secs(400), |elapsed| {
+        for w in workers.iter_mut().flatten() {
+            w.scrape();
+        }
         if elapsed >= next_kill && kills < 3 {
             let victim = kills % 2;
-            let mut child = workers[victim].take().unwrap();
-            let _ = child.kill();
-            let _ = child.wait();
+            counted += kill(workers[victim].take().unwrap());
             workers[victim] = Some(spawn_worker(&fx, None, spawned));
             spawned += 1;
             kills += 1;
@@ -287,10 +401,10 @@ async fn kill_chaos_with_the_ocr_pipeline() {
     })
     .await;
     assert!(kills >= 1, "the run must actually have killed a worker");
-    for w in workers.into_iter().flatten() {
-        assert!(stop(w).success(), "worker exits 0 on SIGTERM");
-    }
+    counted += stop_all(workers.into_iter().flatten());
     check_end_state(&fx, &good, &poison, "ocr").await;
+    println!("ocr runs counted {} for {GOOD} documents; results reused {}", counted.runs, counted.reused);
+    assert!(counted.runs <= GOOD as u64, "{} ocr runs for {GOOD} documents: one ran twice", counted.runs);
     // Each result also has its plain-text rendition, and it is not empty.
     let texts: Vec<String> = fx.output_keys("results/ocr/").await.into_iter().filter(|k| k.ends_with(".txt")).collect();
     assert_eq!(texts.len(), GOOD, "one .txt per document");

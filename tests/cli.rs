@@ -80,15 +80,68 @@ fn run_json_prints_one_object_per_document() {
     assert!(by_doc("broken0.pdf")["files"][0].as_str().unwrap().ends_with("broken0.pdf.error.json"));
 }
 
+/// Jobs an earlier `enqueue` left in the embedded queue are not this run's: the run says they wait,
+/// processes and lists only its own documents, and leaves those jobs queued for a worker.
 #[test]
-fn run_says_when_earlier_jobs_are_waiting() {
+fn run_processes_only_its_own_jobs_and_says_others_wait() {
+    let tmp = tempfile::tempdir().unwrap();
+    let earlier = tmp.path().join("earlier");
+    std::fs::create_dir(&earlier).unwrap();
+    std::fs::copy(repo_root().join("samples/letter.jpg"), earlier.join("letter.jpg")).unwrap();
+    let (code, _, stderr) = run(docfleet(tmp.path()).args(["enqueue", "--pipeline", "inspect"]).arg(&earlier));
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let docs = documents(tmp.path(), true, 0);
+    let (code, stdout, stderr) =
+        run(docfleet(tmp.path()).args(["run", "--pipeline", "inspect", "--json", "--out", "o"]).arg(&docs));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches("1 jobs from earlier are waiting").count(), 1, "{stderr}");
+    assert!(stderr.contains("this run processes only its own"), "{stderr}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "only this run's document is listed: {stdout}");
+    assert!(lines[0]["document"].as_str().unwrap().ends_with("invoice.png"), "{stdout}");
+    assert!(!tmp.path().join("o/earlier").exists(), "the earlier job was not processed by the run");
+
+    let status = |tmp: &Path| -> Value {
+        let (code, stdout, stderr) = run(docfleet(tmp).args(["status", "--json"]));
+        assert_eq!(code, Some(0), "{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let before = status(tmp.path());
+    assert_eq!(before["queue"]["depth"]["visible"], 1, "the earlier job still waits: {before}");
+    assert_eq!(before["results"], 1, "{before}");
+    // A worker takes it.
+    let mut worker = Command::new(bin("docfleet-worker"));
+    worker
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DOCFLEET_PROFILE", "local-dev")
+        .env("DOCFLEET__WORKER__HTTP_PORT", "0")
+        .current_dir(tmp.path())
+        .arg("--exit-when-empty");
+    let (code, _, stderr) = run(&mut worker);
+    assert_eq!(code, Some(0), "{stderr}");
+    let after = status(tmp.path());
+    assert_eq!(after["queue"]["depth"]["visible"], 0, "{after}");
+    assert_eq!(after["results"], 2, "{after}");
+}
+
+/// Many documents: the per-document table still lists every one (no cut-off).
+#[test]
+fn run_lists_every_document_in_its_table() {
     let tmp = tempfile::tempdir().unwrap();
     let docs = documents(tmp.path(), true, 0);
-    let (code, _, stderr) = run(docfleet(tmp.path()).args(["enqueue", "--pipeline", "inspect"]).arg(&docs));
+    for i in 0..59 {
+        std::fs::copy(docs.join("invoice.png"), docs.join(format!("copy{i:02}.png"))).unwrap();
+    }
+    let (code, stdout, stderr) =
+        run(docfleet(tmp.path()).args(["run", "--pipeline", "inspect", "--out", "o"]).arg(&docs));
     assert_eq!(code, Some(0), "{stderr}");
-    let (code, _, stderr) = run(docfleet(tmp.path()).args(["run", "--pipeline", "inspect", "--out", "o"]).arg(&docs));
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(stderr.matches("1 jobs from earlier").count(), 1, "{stderr}");
+    for i in 0..59 {
+        assert!(stdout.contains(&format!("copy{i:02}.png")), "copy{i:02}.png missing from the table:\n{stdout}");
+    }
+    assert!(stdout.contains("invoice.png"));
+    assert_eq!(stdout.matches("| ok ").count(), 60, "60 rows with status ok:\n{stdout}");
 }
 
 #[test]

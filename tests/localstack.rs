@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use docfleet_tests::{Fixture, ok, run_with_timeout, sample_documents};
+use docfleet_tests::{Fixture, free_port, http_get, ok, run_with_timeout, sample_documents};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -232,7 +232,14 @@ async fn redelivered_job_still_produces_exactly_one_result() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let stderr = fx.drain_with_worker();
-    assert!(stderr.contains("\"jobs_succeeded\":3"), "all three deliveries were processed:\n{stderr}");
+    // The redelivered copy may come after another copy stored the result: then it is acknowledged
+    // with that result (the redelivery short-cut) instead of run.
+    let summary: Value = serde_json::from_str(stderr.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(
+        summary["jobs_succeeded"].as_u64().unwrap() + summary["results_reused"].as_u64().unwrap(),
+        3,
+        "all three deliveries were processed:\n{stderr}"
+    );
     let keys = fx.output_keys("").await;
     assert_eq!(
         keys,
@@ -242,4 +249,110 @@ async fn redelivered_job_still_produces_exactly_one_result() {
     let result = fx.output_json(&keys[0]).await;
     assert_eq!(result["job_id"], "once");
     assert_eq!(fx.depth(&fx.queue_url).await, (0, 0, 0));
+}
+
+/// The value of a metric line (exact name including labels) in a /metrics body.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+const SUCCESS: &str = r#"docfleet_jobs_total{pipeline="inspect",outcome="success"}"#;
+const REUSED: &str = r#"docfleet_redelivered_results_reused_total{pipeline="inspect"}"#;
+
+/// Start a worker, wait until the queue is empty and it has finished one job (run or reused),
+/// stop it with SIGTERM; its (jobs run, results reused) and stderr.
+async fn one_job_with_a_fresh_worker(fx: &Fixture) -> (f64, f64, String) {
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = fx
+        .command("docfleet-worker")
+        .env("DOCFLEET__WORKER__HTTP_PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = docfleet_tests::ChildGuard(child);
+    let deadline = std::time::Instant::now() + LIMIT;
+    let (run, reused) = loop {
+        let body = http_get(port, "/metrics").unwrap_or_default();
+        let counts = (metric(&body, SUCCESS).unwrap_or(0.0), metric(&body, REUSED).unwrap_or(0.0));
+        if counts.0 + counts.1 >= 1.0 && fx.depth(&fx.queue_url).await == (0, 0, 0) {
+            break counts;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker did not finish the job: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(guard.0.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || guard.0.wait().unwrap()).await.unwrap();
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert!(status.success(), "worker exits 0 on SIGTERM:\n{stderr}");
+    (run, reused, stderr)
+}
+
+/// Receive the job's message once and let it go (visibility 0), as a worker that crashed after
+/// storing its result would: the next receive is a redelivery (receive count 2).
+async fn receive_and_abandon(fx: &Fixture) {
+    let got = fx.sqs.receive_message().queue_url(&fx.queue_url).visibility_timeout(0).wait_time_seconds(5).send().await;
+    assert_eq!(got.unwrap().messages.unwrap_or_default().len(), 1);
+}
+
+/// A redelivered job whose result is already stored for the same input ETag is acknowledged
+/// without running its pipeline (counted in `docfleet_redelivered_results_reused_total`); once the
+/// input is replaced (new ETag) the redelivered job is recomputed. The worker warns at start-up
+/// when the queue's maxReceiveCount is below `worker.min_receive_budget` (5), and not otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_reuses_a_result_stored_for_the_same_input_etag() {
+    let fx = Fixture::new("reuse", 5, 30).await;
+    let doc = std::fs::read(docfleet_tests::repo_root().join("samples/invoice.png")).unwrap();
+    fx.put_input("docs/invoice.png", doc).await;
+    let job = json!({"version": 1, "job_id": "reuse", "input": {"bucket": fx.input_bucket, "key": "docs/invoice.png"}})
+        .to_string();
+    let key = format!("results/inspect/{}/docs/invoice.png.json", fx.input_bucket);
+
+    fx.send_raw(&[&job]).await;
+    let (run, reused, stderr) = one_job_with_a_fresh_worker(&fx).await;
+    assert_eq!((run, reused), (1.0, 0.0), "{stderr}");
+    assert!(!stderr.contains("min_receive_budget"), "maxReceiveCount 5 is enough:\n{stderr}");
+    let first = fx.output_json(&key).await;
+    let head = fx.s3.head_object().bucket(&fx.input_bucket).key("docs/invoice.png").send().await.unwrap();
+    assert_eq!(first["input"]["etag"].as_str(), head.e_tag(), "the record holds the input's ETag: {first}");
+
+    fx.send_raw(&[&job]).await;
+    receive_and_abandon(&fx).await;
+    let (run, reused, stderr) = one_job_with_a_fresh_worker(&fx).await;
+    assert_eq!((run, reused), (0.0, 1.0), "acknowledged with the stored result:\n{stderr}");
+    assert!(stderr.contains("acknowledged without running the pipeline"), "{stderr}");
+    assert_eq!(fx.output_json(&key).await, first, "the result is left as it was");
+
+    // The input changes (another document under the same key): the redelivery is recomputed.
+    let other = std::fs::read(docfleet_tests::repo_root().join("samples/letter.jpg")).unwrap();
+    fx.put_input("docs/invoice.png", other).await;
+    fx.send_raw(&[&job]).await;
+    receive_and_abandon(&fx).await;
+    let (run, reused, stderr) = one_job_with_a_fresh_worker(&fx).await;
+    assert_eq!((run, reused), (1.0, 0.0), "recomputed for the new input:\n{stderr}");
+    let second = fx.output_json(&key).await;
+    assert_ne!(second["input"]["etag"], first["input"]["etag"]);
+    assert_ne!(second["output"]["sha256"], first["output"]["sha256"]);
+    assert_eq!(second["receive_count"], 2);
+    assert_eq!(fx.depth(&fx.dlq_url).await.0, 0, "nothing dead-lettered");
+
+    // A queue that dead-letters after 3 receives is below the default budget of 5: a warning.
+    let small = Fixture::new("reuse-budget", 3, 30).await;
+    small
+        .put_input("docs/invoice.png", std::fs::read(docfleet_tests::repo_root().join("samples/invoice.png")).unwrap())
+        .await;
+    small
+        .send_raw(&[
+            &json!({"version": 1, "job_id": "b", "input": {"bucket": small.input_bucket, "key": "docs/invoice.png"}})
+                .to_string(),
+        ])
+        .await;
+    let (_, _, stderr) = one_job_with_a_fresh_worker(&small).await;
+    assert!(
+        stderr.contains("dead-letters a message after 3 receives, fewer than worker.min_receive_budget (5)"),
+        "{stderr}"
+    );
 }

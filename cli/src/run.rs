@@ -4,15 +4,22 @@
 //!
 //! Exit status: 0 every document has a result, 2 some documents failed (their error records are
 //! under `--out`), 1 an error, or every document failed.
+//!
+//! On the embedded queue a run sends its jobs to a queue of its own in the same file, so jobs an
+//! earlier `enqueue` left waiting are neither processed nor mixed into its table (it says how many
+//! wait); dead letters still go to the shared DLQ.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use comfy_table::Table;
-use docfleet_core::Error;
-use docfleet_core::config::{Loaded, Settings};
+use docfleet_core::config::{Loaded, QueueBackend, Settings};
 use docfleet_core::keys::{RENDITIONS, error_key_for, rendition_key_for, result_key_for};
+use docfleet_core::queue::local::DeadLetter;
+use docfleet_core::queue::{LocalQueue, Queue, RedriveReport};
+use docfleet_core::{Backends, Error};
 use docfleet_worker::{Pipelines, StopWhen, Worker};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +105,28 @@ fn only_pipeline(settings: &Settings, pipeline: &str) -> Settings {
     s
 }
 
+/// The backends a run uses: on the embedded queue, a job queue of the run's own
+/// (`<queue.name>.run-<id>` in the same file) with the shared DLQ; `shared` is the configured job
+/// queue. On SQS the run shares the configured queue.
+struct RunBackends {
+    backends: Backends,
+    shared: Option<Arc<dyn Queue>>,
+}
+
+fn run_backends(settings: &Settings, backends: Backends) -> anyhow::Result<RunBackends> {
+    if settings.queue.backend != QueueBackend::Local {
+        return Ok(RunBackends { backends, shared: None });
+    }
+    let q = &settings.queue;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("{}.run-{}", q.name, &id[..12]);
+    let dead_letter = DeadLetter { queue: q.dlq_name.clone(), max_receive_count: q.max_receive_count };
+    let own = LocalQueue::open(&q.local_path, &name, Some(dead_letter))
+        .with_context(|| format!("opening this run's queue in {}", q.local_path.display()))?;
+    let shared = backends.queue.clone();
+    Ok(RunBackends { backends: Backends { queue: Arc::new(own), ..backends }, shared: Some(shared) })
+}
+
 pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let pipeline = args.pipeline.clone();
@@ -106,7 +135,7 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
         bail!("{problem}");
     }
     let settings = only_pipeline(&loaded.settings, &pipeline);
-    let backends = crate::connect(&settings, &loaded.profile).await?;
+    let RunBackends { backends, shared } = run_backends(&settings, crate::connect(&settings, &loaded.profile).await?)?;
     // `models.offline` (the workers' switch) wins over `models.fetch_missing`: nothing is fetched.
     if settings.models.fetch_missing && !settings.models.offline {
         fetch_missing(&settings, &pipeline).await?;
@@ -121,13 +150,19 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
         force: true,
         inputs: args.inputs.clone(),
     };
-    let waiting = backends.queue.depth().await?;
-    let earlier = waiting.visible + waiting.in_flight + waiting.delayed;
-    if earlier > 0 {
-        eprintln!(
-            "note: {earlier} jobs from earlier were already in queue `{}`; they are processed too but not listed here",
-            backends.queue.name()
-        );
+    let waiting = shared.as_ref().unwrap_or(&backends.queue).depth().await?.total();
+    if waiting > 0 {
+        match &shared {
+            Some(shared) => eprintln!(
+                "note: {waiting} jobs from earlier are waiting in queue `{}`; this run processes only its own \
+                 (`docfleet-worker --exit-when-empty` processes those)",
+                shared.name()
+            ),
+            None => eprintln!(
+                "note: {waiting} jobs from earlier were already in queue `{}`; they are processed too but not listed here",
+                backends.queue.name()
+            ),
+        }
     }
     let report = enqueue::run(&settings, &backends, &enqueue_args).await?;
     eprintln!("{report}; processing with profile `{}`", loaded.profile);
@@ -226,6 +261,17 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
     }
     eprintln!("results in {} (pipeline `{pipeline}`, {} messages handled)", args.out.display(), summary.messages);
     if shutdown.is_cancelled() {
+        // This run's unprocessed jobs go back to the shared queue rather than stay in a queue
+        // nobody reads.
+        if let Some(shared) = &shared {
+            match backends.queue.redrive_to(shared.as_ref()).await {
+                Ok(RedriveReport::Moved(n)) if n > 0 => {
+                    eprintln!("moved {n} unprocessed jobs of this run to queue `{}`", shared.name())
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: could not move this run's unprocessed jobs to `{}`: {e}", shared.name()),
+            }
+        }
         bail!("interrupted before the queue was drained");
     }
     if missing > 0 {

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub delete_batch: Histogram,
     pub backend_errors: Family<KindLabel, Counter>,
     pub model_load_seconds: Family<PipelineLabel, Gauge<f64, AtomicU64>>,
+    /// Redelivered jobs acknowledged with the result already stored for the same input version.
+    pub results_reused: Family<PipelineLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,6 +128,12 @@ impl Metrics {
             "Time to load each pipeline's models at start-up",
             model_load_seconds.clone(),
         );
+        let results_reused = Family::<PipelineLabel, Counter>::default();
+        registry.register(
+            "redelivered_results_reused",
+            "Redelivered jobs acknowledged without running the pipeline: their result was already stored for the same input ETag",
+            results_reused.clone(),
+        );
         Self {
             registry,
             jobs,
@@ -145,6 +153,7 @@ impl Metrics {
             delete_batch,
             backend_errors,
             model_load_seconds,
+            results_reused,
         }
     }
 
@@ -176,6 +185,7 @@ impl Metrics {
                 let _ = self.jobs.get_or_create(&JobLabels { pipeline: pipeline.into(), outcome: outcome.into() });
             }
             let _ = self.job_seconds.get_or_create(&PipelineLabel { pipeline: pipeline.into() });
+            let _ = self.results_reused.get_or_create(&PipelineLabel { pipeline: pipeline.into() });
             for stage in ["fetch", "decode", "process", "store"] {
                 let _ =
                     self.stage_seconds.get_or_create(&StageLabels { pipeline: pipeline.into(), stage: stage.into() });
@@ -237,6 +247,7 @@ mod tests {
             r#"docfleet_stage_duration_seconds_count{pipeline="ocr",stage="store"} 0"#,
             r#"docfleet_retries_total{kind="released"} 0"#,
             r#"docfleet_backend_errors_total{kind="receive"} 0"#,
+            r#"docfleet_redelivered_results_reused_total{pipeline="ocr"} 0"#,
         ] {
             assert!(text.contains(series), "{series} in\n{text}");
         }

@@ -23,6 +23,10 @@ pub struct WorkerSettings {
     /// workers and each redelivery after a crash costs one of the queue's `maxReceiveCount`
     /// receives, so the look-ahead is kept small. Unset: `concurrency`.
     pub max_waiting: Option<usize>,
+    /// Receives the queue should allow each message (its redrive policy's `maxReceiveCount`) at
+    /// least: at start-up the worker warns when it allows fewer, since every crash or lost
+    /// heartbeat costs a held message one receive. 0: no check.
+    pub min_receive_budget: u32,
     /// Bytes of input documents fetched ahead of a free job slot, at most (messages already
     /// received fetch their documents while other jobs run; results are stored after the slot is
     /// freed). A document counts as `limits.max_input_bytes` until its size is known; pages
@@ -73,6 +77,7 @@ impl Default for WorkerSettings {
             receive_wait_seconds: 20,
             receive_concurrency: 2,
             max_waiting: None,
+            min_receive_budget: 5,
             max_prefetch_bytes: 256 << 20,
             decode_ahead: 1,
             visibility_timeout_seconds: 300,

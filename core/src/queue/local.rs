@@ -165,6 +165,10 @@ impl Queue for LocalQueue {
         &self.name
     }
 
+    async fn max_receive_count(&self) -> Result<Option<u32>> {
+        Ok(self.dead_letter.as_ref().map(|dl| dl.max_receive_count))
+    }
+
     async fn receive(&self, max: u32, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {

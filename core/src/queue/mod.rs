@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::Result;
+use crate::{Error, Result};
 
 pub mod local;
 pub mod sqs;
@@ -88,12 +88,31 @@ pub trait Queue: Send + Sync {
         Ok(None)
     }
 
+    /// Receives a message gets before the queue dead-letters it (the redrive policy's
+    /// `maxReceiveCount`); `None` when the queue has no redrive policy.
+    async fn max_receive_count(&self) -> Result<Option<u32>> {
+        Ok(None)
+    }
+
     /// Move every message of this queue (a DLQ) to `destination`.
     ///
     /// The default receives, sends and deletes in batches; SQS first tries StartMessageMoveTask.
     async fn redrive_to(&self, destination: &dyn Queue) -> Result<RedriveReport> {
         redrive_by_copy(self, destination).await
     }
+}
+
+/// `maxReceiveCount` of an SQS `RedrivePolicy` attribute (a JSON document; the count is a number
+/// or a string of one).
+pub fn redrive_max_receive_count(policy: &str) -> Result<u32> {
+    let value: serde_json::Value = serde_json::from_str(policy)
+        .map_err(|e| Error::Config(format!("the queue's RedrivePolicy is not JSON ({e}): {policy}")))?;
+    let count = &value["maxReceiveCount"];
+    count
+        .as_u64()
+        .or_else(|| count.as_str().and_then(|s| s.trim().parse().ok()))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| Error::Config(format!("the queue's RedrivePolicy has no maxReceiveCount: {policy}")))
 }
 
 /// Move every message of `source` to `destination` by receive → send → delete, in batches.
@@ -121,5 +140,21 @@ pub async fn redrive_by_copy<Q: Queue + ?Sized>(source: &Q, destination: &dyn Qu
         if !failed.is_empty() {
             return Ok(RedriveReport::Moved(moved));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redrive_policy_max_receive_count_as_number_or_string() {
+        let arn = "arn:aws:sqs:us-east-1:000000000000:jobs-dlq";
+        let number = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":5}}"#);
+        let string = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"3"}}"#);
+        assert_eq!(redrive_max_receive_count(&number).unwrap(), 5);
+        assert_eq!(redrive_max_receive_count(&string).unwrap(), 3);
+        assert!(redrive_max_receive_count(r#"{"deadLetterTargetArn":"x"}"#).is_err());
+        assert!(redrive_max_receive_count("not json").is_err());
     }
 }

@@ -9,7 +9,9 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
-use super::{BatchFailure, MAX_BATCH, Message, Queue, QueueDepth, RedriveReport, redrive_by_copy};
+use super::{
+    BatchFailure, MAX_BATCH, Message, Queue, QueueDepth, RedriveReport, redrive_by_copy, redrive_max_receive_count,
+};
 use crate::aws::{backend_error, error_code};
 use crate::{Error, Result};
 
@@ -84,6 +86,21 @@ fn seconds(d: Duration) -> i32 {
 impl Queue for SqsQueue {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn max_receive_count(&self) -> Result<Option<u32>> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| backend_error("sqs", "GetQueueAttributes", e))?;
+        match out.attributes.and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy)) {
+            Some(policy) if !policy.trim().is_empty() => redrive_max_receive_count(&policy).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn receive(&self, max: u32, wait: Duration, visibility: Duration) -> Result<Vec<Message>> {

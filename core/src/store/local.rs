@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectInfo, Store};
+use super::{Object, ObjectInfo, Store};
 use crate::keys::{validate_bucket, validate_key, validate_prefix};
 use crate::{Error, Result};
 
@@ -37,31 +37,47 @@ impl LocalStore {
     }
 }
 
+/// A local object's entity tag: its inode, size and modification time. Every put renames a new
+/// file into place, so the inode changes even when two puts land within one timestamp tick.
+fn local_etag(meta: &std::fs::Metadata) -> String {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0u64;
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    format!("\"{inode:x}-{:x}-{:x}\"", meta.len(), modified.as_nanos())
+}
+
 fn io_error(operation: &'static str, path: &Path, e: std::io::Error) -> Error {
     Error::Backend { service: "local-store", operation, transient: false, message: format!("{}: {e}", path.display()) }
 }
 
 #[async_trait]
 impl Store for LocalStore {
-    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes> {
+    async fn get_object(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Object> {
+        use tokio::io::AsyncReadExt;
         let path = self.path_of(bucket, key)?;
-        let meta = match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => {
-                return Err(Error::NotFound { bucket: bucket.into(), key: key.into() });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { bucket: bucket.into(), key: key.into() });
-            }
+        let not_found = || Error::NotFound { bucket: bucket.into(), key: key.into() };
+        // One handle for the metadata and the bytes: a concurrent replace (rename) cannot pair
+        // the new entity tag with the old content.
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
             Err(e) => return Err(io_error("get", &path, e)),
         };
+        let meta = file.metadata().await.map_err(|e| io_error("get", &path, e))?;
+        if !meta.is_file() {
+            return Err(not_found());
+        }
         if meta.len() > max_bytes {
             return Err(Error::LimitExceeded(format!(
                 "s3://{bucket}/{key} is {} bytes, over the limit of {max_bytes}",
                 meta.len()
             )));
         }
-        tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| io_error("get", &path, e))
+        let mut body = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut body).await.map_err(|e| io_error("get", &path, e))?;
+        Ok(Object { body: Bytes::from(body), etag: Some(local_etag(&meta)) })
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Bytes, _content_type: &str) -> Result<()> {
@@ -98,7 +114,9 @@ impl Store for LocalStore {
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
         let path = self.path_of(bucket, key)?;
         match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => Ok(Some(ObjectInfo { key: key.to_owned(), size: m.len(), etag: None })),
+            Ok(m) if m.is_file() => {
+                Ok(Some(ObjectInfo { key: key.to_owned(), size: m.len(), etag: Some(local_etag(&m)) }))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("head", &path, e)),
@@ -130,8 +148,11 @@ impl Store for LocalStore {
                         let key =
                             rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                         if key.starts_with(&prefix) {
-                            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                            out.push(ObjectInfo { key, size, etag: None });
+                            let (size, etag) = match entry.metadata() {
+                                Ok(m) => (m.len(), Some(local_etag(&m))),
+                                Err(_) => (0, None),
+                            };
+                            out.push(ObjectInfo { key, size, etag });
                         }
                     }
                 }
@@ -166,6 +187,28 @@ mod tests {
         let keys: Vec<String> = store.list("bkt", "a/").await.unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(keys, vec!["a/b/c.json", "a/d.txt"], "overwrite leaves one object, no temp files");
         assert!(store.list("other", "").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn entity_tags_follow_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("bkt", "doc", Bytes::from_static(b"first"), "text/plain").await.unwrap();
+        let first = store.get_object("bkt", "doc", 100).await.unwrap();
+        assert_eq!(first.body, Bytes::from_static(b"first"));
+        let etag = first.etag.clone().expect("local objects have an etag");
+        assert_eq!(store.head("bkt", "doc").await.unwrap().unwrap().etag.as_ref(), Some(&etag), "head agrees with get");
+        assert_eq!(store.list("bkt", "").await.unwrap()[0].etag.as_ref(), Some(&etag), "list agrees with get");
+        assert_eq!(
+            store.get_object("bkt", "doc", 100).await.unwrap().etag,
+            Some(etag.clone()),
+            "stable while unchanged"
+        );
+        // Same size, new content, at once: still a new tag.
+        store.put("bkt", "doc", Bytes::from_static(b"again"), "text/plain").await.unwrap();
+        let second = store.get_object("bkt", "doc", 100).await.unwrap();
+        assert_eq!(second.body, Bytes::from_static(b"again"));
+        assert_ne!(second.etag, Some(etag), "a replaced object has a new etag");
     }
 
     #[tokio::test]

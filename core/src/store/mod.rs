@@ -20,11 +20,24 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// An object's bytes and the entity tag of the version they were read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub body: Bytes,
+    /// Changes whenever the object's content is replaced (S3's ETag; size and mtime locally).
+    pub etag: Option<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Read a whole object; objects larger than `max_bytes` fail with `LimitExceeded`
-    /// before their body is read, a missing object with `NotFound`.
-    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes>;
+    /// Read a whole object with its entity tag; objects larger than `max_bytes` fail with
+    /// `LimitExceeded` before their body is read, a missing object with `NotFound`.
+    async fn get_object(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Object>;
+
+    /// Read a whole object's bytes (as [`Store::get_object`]).
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes> {
+        Ok(self.get_object(bucket, key, max_bytes).await?.body)
+    }
 
     /// Write an object, replacing any existing one atomically (readers see old or new, never a mix).
     async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<()>;

@@ -6,7 +6,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
-use super::{ObjectInfo, Store};
+use super::{Object, ObjectInfo, Store};
 use crate::aws::backend_error;
 use crate::{Error, Result};
 
@@ -83,7 +83,7 @@ impl S3Store {
 
 #[async_trait]
 impl Store for S3Store {
-    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Bytes> {
+    async fn get_object(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Object> {
         let out = match self.client.get_object().bucket(bucket).key(key).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
@@ -104,13 +104,14 @@ impl Store for S3Store {
                 "s3://{bucket}/{key} is {size} bytes, over the limit of {max_bytes}"
             )));
         }
+        let etag = out.e_tag;
         let data = out.body.collect().await.map_err(|e| Error::Backend {
             service: "s3",
             operation: "GetObject",
             message: format!("reading body of s3://{bucket}/{key}: {e}"),
             transient: true,
         })?;
-        Ok(data.into_bytes())
+        Ok(Object { body: data.into_bytes(), etag })
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<()> {

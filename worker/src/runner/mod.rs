@@ -15,6 +15,12 @@
 //! worker. On shutdown the loop stops receiving, finishes in-flight jobs within
 //! `worker.shutdown_grace_seconds`, releases the rest (visibility 0) and flushes pending deletes.
 //!
+//! A redelivered message (receive count > 1) whose result is already stored for the same job and
+//! the same version of its input (the input's ETag, recorded in the result) is acknowledged
+//! without running the pipeline (`docfleet_redelivered_results_reused_total`): a crash between
+//! storing a result and deleting its message costs no model time. A result for another version
+//! of the input is recomputed.
+//!
 //! The batching deleter, the heartbeat and the backoff live in `deleter`, `heartbeat` and
 //! `backoff`.
 
@@ -68,6 +74,7 @@ pub struct Stats {
     pub ignored: AtomicU64,
     pub delete_failures: AtomicU64,
     pub heartbeat_calls: AtomicU64,
+    pub results_reused: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -82,6 +89,8 @@ pub struct Summary {
     pub delete_failures: u64,
     /// ChangeMessageVisibilityBatch calls made by the heartbeat.
     pub heartbeat_calls: u64,
+    /// Redelivered jobs acknowledged with their stored result, without running the pipeline.
+    pub results_reused: u64,
 }
 
 impl Stats {
@@ -96,6 +105,7 @@ impl Stats {
             ignored: g(&self.ignored),
             delete_failures: g(&self.delete_failures),
             heartbeat_calls: g(&self.heartbeat_calls),
+            results_reused: g(&self.results_reused),
         }
     }
 }
@@ -142,6 +152,17 @@ enum Ahead {
     /// The document cannot be decoded: the job fails as it would have in its slot.
     Failed(Error),
 }
+
+/// How a job that did not fail ended.
+enum Done {
+    /// The pipeline ran and its result was stored under this key.
+    Stored(String),
+    /// A redelivery: the result under this key is already there for the same input version.
+    Reused(String),
+}
+
+/// Largest result record read back to check whether a redelivered job is already done.
+const MAX_RECORD_BYTES: u64 = 256 << 20;
 
 /// How one message ended.
 enum Disposition {
@@ -227,6 +248,7 @@ impl Worker {
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = s.heartbeat.then(|| tokio::spawn(run_heartbeat(self.clone(), heartbeat_stop.clone())));
         info!(queue = self.inner.backends.queue.name(), concurrency = s.concurrency, pipelines = ?self.inner.pipelines.names(), "worker started");
+        self.check_receive_budget(&shutdown).await;
         let mut pipelines_ready = true;
 
         loop {
@@ -360,6 +382,39 @@ impl Worker {
         Ok(summary)
     }
 
+    /// Warn when the queue's redrive policy dead-letters messages after fewer receives than
+    /// `worker.min_receive_budget`: each crash, lost heartbeat or transient failure costs a held
+    /// message one receive, and a small budget sends healthy jobs to the DLQ.
+    async fn check_receive_budget(&self, shutdown: &CancellationToken) {
+        let min = self.inner.settings.worker.min_receive_budget;
+        if min == 0 {
+            return;
+        }
+        let queue = &self.inner.backends.queue;
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(Duration::from_secs(10), queue.max_receive_count()) => answer,
+            _ = shutdown.cancelled() => return,
+        };
+        match answer {
+            Ok(Ok(Some(max))) if max < min => warn!(
+                queue = queue.name(),
+                max_receive_count = max,
+                min_receive_budget = min,
+                "the queue's redrive policy dead-letters a message after {max} receives, fewer than worker.min_receive_budget ({min}): crashes and redeliveries can send healthy jobs to the DLQ; raise the queue's maxReceiveCount"
+            ),
+            Ok(Ok(Some(max))) => debug!(max_receive_count = max, "receive budget checked"),
+            Ok(Ok(None)) => info!(
+                queue = queue.name(),
+                "the queue has no redrive policy: a job that keeps failing transiently is retried without end"
+            ),
+            Ok(Err(e)) => warn!(
+                error = %e,
+                "could not read the queue's redrive policy (GetQueueAttributes); worker.min_receive_budget not checked"
+            ),
+            Err(_) => warn!("reading the queue's redrive policy timed out; worker.min_receive_budget not checked"),
+        }
+    }
+
     /// Make every message still held visible again at once (shutdown after the grace period).
     async fn release_held(&self) {
         let receipts: Vec<String> = self.inner.held.lock().expect("held lock").drain().map(|(r, _)| r).collect();
@@ -445,7 +500,18 @@ impl Worker {
             let span = info_span!("job", job_id = %job.job_id, pipeline = %job.pipeline, input = %job.input);
             let started = Instant::now();
             let outcome = match self.run_job(message, &job, gates).instrument(span.clone()).await {
-                Ok(Some(key)) => Ok(key),
+                Ok(Some(Done::Reused(key))) => {
+                    let _entered = span.enter();
+                    stats.results_reused.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .metrics
+                        .results_reused
+                        .get_or_create(&crate::metrics::PipelineLabel { pipeline: job.pipeline.clone() })
+                        .inc();
+                    info!(result = %key, "redelivered job already has its result for this input version; acknowledged without running the pipeline");
+                    continue;
+                }
+                Ok(Some(Done::Stored(key))) => Ok(key),
                 // Shutdown before it started: back to the queue at once (jobs done so far are
                 // redone under the same keys).
                 Ok(None) => return Disposition::Release(Duration::ZERO),
@@ -488,7 +554,7 @@ impl Worker {
     }
 
     /// Fetch, process and store one job; `None` when shutdown came before it started.
-    async fn run_job(&self, message: &Message, job: &Job, gates: &Gates) -> Result<Option<String>> {
+    async fn run_job(&self, message: &Message, job: &Job, gates: &Gates) -> Result<Option<Done>> {
         let settings = &self.inner.settings;
         let pipeline = self.inner.pipelines.get(&job.pipeline)?;
         if !settings.store.input_bucket_allowed(&job.input.bucket) {
@@ -505,6 +571,9 @@ impl Worker {
         }
         let prefix = job.output_prefix.as_deref().unwrap_or(&settings.store.results_prefix);
         let key = result_key_for(prefix, &job.pipeline, &job.input.bucket, &job.input.key);
+        if message.receive_count > 1 && self.result_already_stored(job, &key).await {
+            return Ok(Some(Done::Reused(key)));
+        }
         let started = Instant::now();
         let started_at_ms = now_ms();
         let store = &self.inner.backends.store;
@@ -515,9 +584,12 @@ impl Worker {
             permit = gates.prefetch.clone().acquire_many_owned(budget) => permit.expect("semaphore open"),
             _ = gates.shutdown.cancelled() => return Ok(None),
         };
-        let bytes = self
-            .with_retries("get", || store.get(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes))
+        let object = self
+            .with_retries("get", || {
+                store.get_object(&job.input.bucket, &job.input.key, settings.limits.max_input_bytes)
+            })
             .await?;
+        let (bytes, input_etag) = (object.body, object.etag);
         let surplus = budget.saturating_sub(kib(bytes.len() as u64));
         if surplus > 0 {
             drop(prefetched.split(surplus as usize));
@@ -585,7 +657,7 @@ impl Worker {
             "schema": "docfleet.result/v1",
             "job_id": job.job_id,
             "pipeline": job.pipeline,
-            "input": {"bucket": job.input.bucket, "key": job.input.key, "bytes": doc.bytes.len()},
+            "input": {"bucket": job.input.bucket, "key": job.input.key, "bytes": doc.bytes.len(), "etag": input_etag},
             "source": job.source,
             "output": output.result,
             "message_id": message.message_id,
@@ -606,7 +678,40 @@ impl Worker {
             "store",
             (started.elapsed() - fetched - decoded - waited - processed).as_secs_f64(),
         );
-        Ok(Some(key))
+        Ok(Some(Done::Stored(key)))
+    }
+
+    /// Whether the result record under `key` is this job's, for the input's current version (its
+    /// ETag as recorded in the result), so a redelivered job needs no run. Any doubt — no ETag,
+    /// no or an unreadable record, another job, an input replaced since — means run it.
+    async fn result_already_stored(&self, job: &Job, key: &str) -> bool {
+        let store = &self.inner.backends.store;
+        let current = match store.head(&job.input.bucket, &job.input.key).await {
+            Ok(Some(info)) => info.etag,
+            Ok(None) => return false,
+            Err(e) => {
+                debug!(error = %e, "could not read the input's ETag; running the job");
+                return false;
+            }
+        };
+        let Some(current) = current else { return false };
+        let record = match store.get(&self.inner.settings.store.output_bucket, key, MAX_RECORD_BYTES).await {
+            Ok(body) => body,
+            Err(Error::NotFound { .. }) => return false,
+            Err(e) => {
+                debug!(error = %e, "could not read the stored result; running the job");
+                return false;
+            }
+        };
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&record) else { return false };
+        let this_job = record["schema"] == "docfleet.result/v1"
+            && record["job_id"] == job.job_id.as_str()
+            && record["pipeline"] == job.pipeline.as_str();
+        let stored = record["input"]["etag"].as_str();
+        if this_job && stored != Some(current.as_str()) {
+            info!(stored_etag = stored, current_etag = %current, "the stored result is for another version of the input; recomputing");
+        }
+        this_job && stored == Some(current.as_str())
     }
 
     /// Rasterise a document before its job has a slot (`worker.decode_ahead` at once, on the
@@ -789,3 +894,6 @@ impl Drop for Held {
         self.gauge.dec_by(self.bytes);
     }
 }
+
+#[cfg(test)]
+mod tests;
