@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use docfleet_core::Settings;
 use docfleet_tests::{Fixture, run_with_timeout, text};
 use docfleet_worker::pipeline::ocr::OcrEngine;
-use futures::StreamExt;
 
 use crate::summary::{Goal, Headline};
 
@@ -102,15 +101,7 @@ pub async fn run(docs: usize, concurrency: usize) -> anyhow::Result<Vec<Headline
 async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> anyhow::Result<(f64, f64)> {
     let docs = docs_bytes.len();
     let fx = Fixture::new(&format!("bench-fleet-ocr-{batching}"), 5, 300).await;
-    let keys: Vec<String> = (0..docs).map(|i| format!("bench/page-{i:04}.png")).collect();
-    futures::stream::iter(keys.iter().zip(docs_bytes.iter().cloned()))
-        .map(|(k, b)| {
-            let fx = &fx;
-            async move { fx.put_input(k, b).await }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+    let keys = crate::put_pages(&fx, docs_bytes).await;
     crate::send_jobs(&fx, &keys, Some("ocr")).await;
     let mut cmd = crate::worker_command(&fx);
     for var in ["ORT_DYLIB_PATH", "HF_HUB_CACHE", "HOME"] {
@@ -127,17 +118,7 @@ async fn fleet(docs_bytes: &[Vec<u8>], concurrency: usize, batching: bool) -> an
     let out = run_with_timeout(&mut cmd, Duration::from_secs(1800));
     let wall = started.elapsed().as_secs_f64();
     anyhow::ensure!(out.status.success(), "worker failed: {}", text(&out).1);
-    let result_keys: Vec<String> =
-        fx.output_keys("results/").await.into_iter().filter(|k| k.ends_with(".json")).collect();
-    anyhow::ensure!(result_keys.len() == docs, "{} results for {docs} jobs", result_keys.len());
-    let mut completed: Vec<f64> = futures::stream::iter(result_keys)
-        .map(|k| {
-            let fx = &fx;
-            async move { fx.output_json(&k).await["completed_at_ms"].as_f64().unwrap_or(f64::NAN) }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let mut completed = crate::completed_at(&fx, docs).await?;
     completed.sort_by(f64::total_cmp);
     let cold = (completed[0] - spawned_ms) / 1e3;
     let span = (completed[docs - 1] - completed[0]) / 1e3;

@@ -341,6 +341,28 @@ pub(crate) async fn seed_inputs(fx: &Fixture, n: usize, doc: &[u8]) -> Vec<Strin
     keys
 }
 
+/// Upload one input per page as `bench/page-NNNN.png`; their keys (not timed).
+pub(crate) async fn put_pages(fx: &Fixture, pages: &[Vec<u8>]) -> Vec<String> {
+    let keys: Vec<String> = (0..pages.len()).map(|i| format!("bench/page-{i:04}.png")).collect();
+    futures::stream::iter(keys.iter().zip(pages.iter().cloned()))
+        .map(|(k, b)| async move { fx.put_input(k, b).await })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    keys
+}
+
+/// The `completed_at_ms` of every result record under `results/`, checking there is one per job.
+pub(crate) async fn completed_at(fx: &Fixture, jobs: usize) -> anyhow::Result<Vec<f64>> {
+    let keys: Vec<String> = fx.output_keys("results/").await.into_iter().filter(|k| k.ends_with(".json")).collect();
+    anyhow::ensure!(keys.len() == jobs, "{} results for {jobs} jobs", keys.len());
+    Ok(futures::stream::iter(keys)
+        .map(|k| async move { fx.output_json(&k).await["completed_at_ms"].as_f64().unwrap_or(f64::NAN) })
+        .buffer_unordered(16)
+        .collect()
+        .await)
+}
+
 /// One job per key (on `pipeline`, else the worker's default), sent in batches of ten.
 pub(crate) async fn send_jobs(fx: &Fixture, keys: &[String], pipeline: Option<&str>) -> Duration {
     let started = Instant::now();

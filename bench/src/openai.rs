@@ -145,15 +145,7 @@ async fn client_loop(url: &str, pages: &[Vec<u8>], concurrency: usize, max_token
 /// One fleet run at `level` (worker.concurrency = vlm.server.max_in_flight); steady pages/s.
 async fn fleet(url: &str, pages: &[Vec<u8>], level: usize, max_tokens: u32) -> anyhow::Result<f64> {
     let fx = Fixture::new(&format!("bench-openai-{level}"), 5, 300).await;
-    let keys: Vec<String> = (0..pages.len()).map(|i| format!("bench/page-{i:04}.png")).collect();
-    futures::stream::iter(keys.iter().zip(pages.iter().cloned()))
-        .map(|(k, b)| {
-            let fx = &fx;
-            async move { fx.put_input(k, b).await }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+    let keys = crate::put_pages(&fx, pages).await;
     crate::send_jobs(&fx, &keys, Some("vlm")).await;
     let mut cmd = crate::worker_command(&fx);
     cmd.env("RUST_LOG", "warn")
@@ -169,18 +161,7 @@ async fn fleet(url: &str, pages: &[Vec<u8>], level: usize, max_tokens: u32) -> a
         .arg("--exit-when-empty");
     let out = tokio::task::spawn_blocking(move || run_with_timeout(&mut cmd, Duration::from_secs(1800))).await?;
     anyhow::ensure!(out.status.success(), "worker failed: {}", text(&out).1);
-    let result_keys: Vec<String> =
-        fx.output_keys("results/").await.into_iter().filter(|k| k.ends_with(".json")).collect();
-    anyhow::ensure!(result_keys.len() == pages.len(), "{} results for {} jobs", result_keys.len(), pages.len());
-    let completed: Vec<f64> = futures::stream::iter(result_keys)
-        .map(|k| {
-            let fx = &fx;
-            async move { fx.output_json(&k).await["completed_at_ms"].as_f64().unwrap_or(f64::NAN) }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    Ok(steady(completed))
+    Ok(steady(crate::completed_at(&fx, pages.len()).await?))
 }
 
 pub async fn run(
