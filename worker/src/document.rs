@@ -175,7 +175,11 @@ fn each_tiff_page(
     }
 }
 
-fn pdf_pages(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
+/// A readable, unencrypted PDF with 1 to `limits.max_pages` pages, and its page tree.
+fn load_pdf(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(lopdf::Document, std::collections::BTreeMap<u32, lopdf::ObjectId>)> {
     let doc = lopdf::Document::load_mem(bytes).map_err(|e| corrupt(Format::Pdf, e))?;
     if doc.is_encrypted() {
         return Err(Error::InvalidInput("encrypted PDF documents are not supported".into()));
@@ -187,6 +191,11 @@ fn pdf_pages(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
     if page_ids.len() as u64 > limits.max_pages as u64 {
         return Err(Error::LimitExceeded(format!("{} pages, over the limit of {}", page_ids.len(), limits.max_pages)));
     }
+    Ok((doc, page_ids))
+}
+
+fn pdf_pages(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
+    let (doc, page_ids) = load_pdf(bytes, limits)?;
     page_ids
         .values()
         .map(|&id| {
@@ -391,14 +400,7 @@ const MAX_TEXT_CONTENT_BYTES: usize = 64 << 20;
 /// the text layer is a hint for a prompt, never a reason to fail the document. Not a readable,
 /// unencrypted PDF within `limits.max_pages` → the same errors as [`rasterize`].
 pub fn pdf_text_layer(bytes: &[u8], limits: &Limits) -> Result<Vec<String>> {
-    let doc = lopdf::Document::load_mem(bytes).map_err(|e| corrupt(Format::Pdf, e))?;
-    if doc.is_encrypted() {
-        return Err(Error::InvalidInput("encrypted PDF documents are not supported".into()));
-    }
-    let pages = doc.get_pages();
-    if pages.len() as u64 > limits.max_pages as u64 {
-        return Err(Error::LimitExceeded(format!("{} pages, over the limit of {}", pages.len(), limits.max_pages)));
-    }
+    let (doc, pages) = load_pdf(bytes, limits)?;
     Ok(pages
         .keys()
         .map(|&n| {
