@@ -1,12 +1,16 @@
 //! A TCP proxy in front of LocalStack that can be taken down and brought back: while down it
 //! refuses new connections and resets open ones, exactly what clients see when the service
-//! stops, while LocalStack keeps its queues and buckets. Point only the processes under test at
-//! it, so other tests sharing the LocalStack are unaffected.
+//! stops, while LocalStack keeps its queues and buckets. It can also freeze: connections are
+//! accepted and bytes read, but nothing is passed on until it thaws, as with a service whose
+//! process is stopped (SIGSTOP). Point only the processes under test at it, so other tests
+//! sharing the LocalStack are unaffected.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +18,26 @@ pub struct OutageProxy {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     up: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
+    frozen: watch::Sender<bool>,
+}
+
+/// Copy one direction of a connection, holding every chunk while the proxy is frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl OutageProxy {
@@ -22,7 +46,7 @@ impl OutageProxy {
         let upstream: SocketAddr = upstream.parse().expect("upstream host:port");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let proxy = Arc::new(Self { addr, upstream, up: Mutex::new(None) });
+        let proxy = Arc::new(Self { addr, upstream, up: Mutex::new(None), frozen: watch::channel(false).0 });
         proxy.serve(listener);
         proxy
     }
@@ -35,15 +59,22 @@ impl OutageProxy {
     fn serve(&self, listener: TcpListener) {
         let stop = CancellationToken::new();
         let (token, upstream) = (stop.clone(), self.upstream);
+        let frozen = self.frozen.clone();
         let handle = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
-                        let Ok((mut client, _)) = accepted else { continue };
+                        let Ok((client, _)) = accepted else { continue };
+                        let (to_server, to_client) = (frozen.subscribe(), frozen.subscribe());
                         conns.spawn(async move {
-                            if let Ok(mut server) = TcpStream::connect(upstream).await {
-                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            if let Ok(server) = TcpStream::connect(upstream).await {
+                                let (client_read, client_write) = client.into_split();
+                                let (server_read, server_write) = server.into_split();
+                                tokio::join!(
+                                    pump(client_read, server_write, to_server),
+                                    pump(server_read, client_write, to_client)
+                                );
                             }
                         });
                     }
@@ -63,6 +94,11 @@ impl OutageProxy {
             stop.cancel();
             let _ = handle.await;
         }
+    }
+
+    /// Freeze (`true`) or thaw (`false`): while frozen, requests are accepted and answer nothing.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
     }
 
     /// Bring it back on the same port.

@@ -248,7 +248,11 @@ impl Worker {
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = s.heartbeat.then(|| tokio::spawn(run_heartbeat(self.clone(), heartbeat_stop.clone())));
         info!(queue = self.inner.backends.queue.name(), concurrency = s.concurrency, pipelines = ?self.inner.pipelines.names(), "worker started");
-        self.check_receive_budget(&shutdown).await;
+        // Beside the loop, so a slow or unreachable queue does not delay receiving.
+        tokio::spawn({
+            let (worker, shutdown) = (self.clone(), shutdown.clone());
+            async move { worker.check_receive_budget(&shutdown).await }
+        });
         let mut pipelines_ready = true;
 
         loop {
