@@ -16,5 +16,8 @@ export DOCFLEET_HFHUB_PYTHON
 # openai engine tests (tests/openai.rs).
 DOCFLEET_SERVE_PYTHON=$(scripts/setup/serve.sh)
 export DOCFLEET_SERVE_PYTHON
+# Debian's headless Chromium, which renders `docfleet run --report` in tests/cli.rs.
+DOCFLEET_CHROMIUM=$(scripts/setup/chromium.sh)
+export DOCFLEET_CHROMIUM
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

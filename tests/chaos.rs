@@ -288,7 +288,7 @@ async fn wait_until_done(fx: &Fixture, good: usize, poison: usize, limit: Durati
 async fn kill_chaos_three_workers_thousand_documents() {
     const GOOD: usize = 1000;
     const POISON: usize = 20;
-    let fx = Fixture::new("chaos-kill", 10, 5).await;
+    let fx = Fixture::new("chaos-kill", 5, 5).await;
     let (good, poison) = plant(&fx, GOOD, POISON, "inspect").await;
 
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
@@ -347,7 +347,7 @@ fn check_runs(counted: Counts, good: usize, kills: usize) {
 async fn backends_down_for_ten_seconds_loses_nothing() {
     const GOOD: usize = 300;
     const POISON: usize = 6;
-    let fx = Fixture::new("chaos-outage", 10, 5).await;
+    let fx = Fixture::new("chaos-outage", 5, 5).await;
     let upstream = fx.endpoint.trim_start_matches("http://").to_owned();
     let proxy = OutageProxy::start(&upstream).await;
     let (good, poison) = plant(&fx, GOOD, POISON, "inspect").await;
@@ -393,7 +393,7 @@ async fn kill_chaos_with_the_ocr_pipeline() {
         std::env::var_os("ORT_DYLIB_PATH").is_some(),
         "the ocr chaos run needs onnxruntime and the PP-OCR models: run `eval \"$(scripts/setup/onnxruntime.sh)\"` (scripts/test.sh does)"
     );
-    let fx = Fixture::new("chaos-ocr", 10, 10).await;
+    let fx = Fixture::new("chaos-ocr", 5, 10).await;
     let (good, poison) = plant(&fx, GOOD, POISON, "ocr").await;
     let mut workers: Vec<Option<Worker>> = (0..2).map(|i| Some(spawn_worker(&fx, None, i))).collect();
     let (mut kills, mut spawned, mut next_kill) = (0, 2, 1);

@@ -234,3 +234,94 @@ fn completions_and_man_pages_come_from_the_command_definitions() {
     assert!(run_page.contains("Exit status") && run_page.contains("\\-\\-out"), "{run_page}");
     assert!(page("docfleet-dlq-redrive.1").contains("DLQ"));
 }
+
+/// Debian's headless Chromium (`DOCFLEET_CHROMIUM`, else `chromium` on PATH; scripts/test.sh
+/// installs it), with the flags a closed network needs, dumping `page`'s DOM once its scripts ran.
+fn chromium_dom(page: &Path) -> String {
+    let browser = std::env::var("DOCFLEET_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(&browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(format!("file://{}", page.display()));
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => panic!("cannot start {browser} ({e}): scripts/setup/chromium.sh installs Debian's chromium"),
+    };
+    assert!(out.status.success(), "{browser}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An attribute of the DOM's `<body>`.
+fn body_attr<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
+    let body = &dom[dom.find("<body")?..];
+    let body = &body[..body.find('>')?];
+    let at = body.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(&body[at..at + body[at..].find('"')?])
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// `run --report` (issue 19): `report.html` is self-contained and a real browser renders it: every
+/// page image decodes, each line of the results is a box over its page and a text beside it, and
+/// the document that failed is listed with its error.
+#[test]
+fn run_report_renders_in_headless_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = documents(tmp.path(), true, 1);
+    std::fs::copy(repo_root().join("samples/report.pdf"), docs.join("report.pdf")).unwrap();
+    let mut cmd = docfleet(tmp.path());
+    // The models scripts/setup/onnxruntime.sh laid out; nothing is fetched.
+    for var in ["HOME", "ORT_DYLIB_PATH", "DOCFLEET__MODELS__CACHE_DIR", "HF_HUB_CACHE"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.env("HF_HUB_OFFLINE", "1").args(["run", "--pipeline", "ocr", "--report", "--out", "o"]).arg(&docs);
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(2), "one document is broken:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let report = tmp.path().join("o/report.html");
+    assert!(stderr.contains("report.html"), "the run says where the report is:\n{stderr}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "self-contained: nothing to fetch");
+
+    let mut lines = Vec::new();
+    let mut pages = 0;
+    for name in ["invoice.png", "report.pdf"] {
+        let path = tmp.path().join(format!("o/docs/{name}.ocr.json"));
+        let result: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for page in result["output"]["pages"].as_array().unwrap() {
+            pages += 1;
+            lines.extend(page["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap().to_owned()));
+        }
+    }
+    assert_eq!(pages, 3);
+    assert!(lines.len() > 10, "{lines:?}");
+
+    let dom = chromium_dom(&report);
+    assert_eq!(body_attr(&dom, "data-decoded"), Some("3"), "Chromium decoded every page image");
+    assert_eq!(body_attr(&dom, "data-boxes"), Some(lines.len().to_string().as_str()));
+    assert_eq!(dom.matches("<polygon class=\"line\"").count(), lines.len(), "one box per line");
+    let listed = dom.matches("<li data-line=").count();
+    assert_eq!(listed, lines.len(), "one text per line beside the page");
+    for line in &lines {
+        assert!(dom.contains(&html_escape(line)), "{line:?} beside its page");
+    }
+    assert!(dom.contains("INVOICE"), "{dom}");
+    let broken = dom.find("data-name=\"docs/broken0.pdf\"").expect("the failed document is in the report");
+    assert!(dom[broken..].contains("data-status=\"error\""), "listed as failed");
+    assert!(dom[broken..].contains("error-message"), "with its error");
+}

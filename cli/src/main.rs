@@ -11,6 +11,7 @@ use docfleet_core::{Backends, Settings, telemetry};
 
 mod doctags;
 mod enqueue;
+mod report;
 mod results;
 mod run;
 mod status;

@@ -42,6 +42,10 @@ pub struct Args {
     /// One JSON object per document on stdout (document, status, detail, files) instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also write `<out>/report.html`: one self-contained page with every page image, the boxes
+    /// the pipeline found drawn over it and the text beside it.
+    #[arg(long)]
+    pub report: bool,
     /// Documents: files or directories.
     #[arg(required = true, value_name = "DIR|FILE")]
     pub inputs: Vec<String>,
@@ -196,12 +200,14 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
     let mut table = Table::new();
     table.set_header(vec!["document", "status", "detail"]);
     let (mut ok, mut failed, mut missing) = (0u64, 0u64, 0u64);
+    let mut entries = Vec::new();
     for job in &report.jobs {
         let o = &job.object;
         let rel = o.key.strip_prefix(&format!("{}/", store.input_prefix.trim_end_matches('/'))).unwrap_or(&o.key);
         let result_key = result_key_for(&store.results_prefix, &pipeline, &o.bucket, &o.key);
         let error_key = error_key_for(&store.errors_prefix, &pipeline, &o.bucket, &o.key);
         let mut files = Vec::new();
+        let mut result = None;
         let (status, detail) = match backends.store.get(&store.output_bucket, &result_key, u64::MAX).await {
             Ok(body) => {
                 files.push(write_under(&args.out, &format!("{rel}.{pipeline}.json"), &body)?);
@@ -214,7 +220,10 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
                     }
                 }
                 ok += 1;
-                ("ok", describe(&serde_json::from_slice(&body)?))
+                let record: Value = serde_json::from_slice(&body)?;
+                let detail = describe(&record);
+                result = args.report.then_some(record);
+                ("ok", detail)
             }
             Err(Error::NotFound { .. }) => match backends.store.get(&store.output_bucket, &error_key, u64::MAX).await {
                 Ok(body) => {
@@ -238,7 +247,10 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
         } else if status != "ok" {
             eprintln!("{status}: {} ({rel}): {detail}", job.source);
         }
-        table.add_row(vec![rel.to_owned(), status.to_owned(), detail]);
+        table.add_row(vec![rel.to_owned(), status.to_owned(), detail.clone()]);
+        if args.report {
+            entries.push(crate::report::Entry { name: rel.to_owned(), object: o.clone(), status, detail, result });
+        }
     }
     if !args.json {
         println!("{table}");
@@ -260,6 +272,10 @@ pub async fn run(loaded: Loaded, args: Args) -> anyhow::Result<Outcome> {
         println!("{totals}");
     }
     eprintln!("results in {} (pipeline `{pipeline}`, {} messages handled)", args.out.display(), summary.messages);
+    if args.report {
+        let path = crate::report::write(&args.out, &settings, backends.store.as_ref(), &pipeline, &entries).await?;
+        eprintln!("report in {}", path.display());
+    }
     if shutdown.is_cancelled() {
         // This run's unprocessed jobs go back to the shared queue rather than stay in a queue
         // nobody reads.
