@@ -175,34 +175,43 @@ fn each_tiff_page(
     }
 }
 
-/// A readable, unencrypted PDF with 1 to `limits.max_pages` pages, and its page tree.
-fn load_pdf(
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<(lopdf::Document, std::collections::BTreeMap<u32, lopdf::ObjectId>)> {
-    let doc = lopdf::Document::load_mem(bytes).map_err(|e| corrupt(Format::Pdf, e))?;
-    if doc.is_encrypted() {
-        return Err(Error::InvalidInput("encrypted PDF documents are not supported".into()));
-    }
-    let page_ids = doc.get_pages();
-    if page_ids.is_empty() {
+/// A readable, unencrypted PDF with 1 to `limits.max_pages` pages: hayro-syntax's document
+/// (cross-reference table repaired where it can be, the page tree read). A document encrypted
+/// with a user password is refused; one encrypted with an empty user password (an owner
+/// password only: "no printing" and the like) opens, as it does in every PDF viewer.
+fn load_pdf(bytes: &[u8], limits: &Limits) -> Result<hayro::hayro_syntax::Pdf> {
+    use hayro::hayro_syntax::{LoadPdfError, Pdf};
+    let pdf = std::panic::catch_unwind(|| Pdf::new(bytes.to_vec()))
+        .map_err(|_| corrupt(Format::Pdf, "the PDF parser failed"))?
+        .map_err(|e| match e {
+            LoadPdfError::Decryption(e) => {
+                Error::InvalidInput(format!("encrypted PDF documents are not supported (a password is needed: {e:?})"))
+            }
+            LoadPdfError::Invalid => {
+                corrupt(Format::Pdf, "not a readable PDF (no usable cross-reference table or page tree)")
+            }
+        })?;
+    let pages = pdf.pages().len();
+    if pages == 0 {
         return Err(Error::InvalidInput("PDF document has no pages".into()));
     }
-    if page_ids.len() as u64 > limits.max_pages as u64 {
-        return Err(Error::LimitExceeded(format!("{} pages, over the limit of {}", page_ids.len(), limits.max_pages)));
+    if pages as u64 > limits.max_pages as u64 {
+        return Err(Error::LimitExceeded(format!("{pages} pages, over the limit of {}", limits.max_pages)));
     }
-    Ok((doc, page_ids))
+    Ok(pdf)
 }
 
 fn pdf_pages(bytes: &[u8], limits: &Limits) -> Result<Vec<PageInfo>> {
-    let (doc, page_ids) = load_pdf(bytes, limits)?;
-    page_ids
-        .values()
-        .map(|&id| {
-            let [x0, y0, x1, y1] = media_box(&doc, id).unwrap_or([0.0, 0.0, 612.0, 792.0]);
-            Ok(PageInfo { width: (x1 - x0).abs(), height: (y1 - y0).abs(), unit: "pt", color: None })
+    let pdf = load_pdf(bytes, limits)?;
+    Ok(pdf
+        .pages()
+        .iter()
+        .map(|page| {
+            // The MediaBox, inherited from the page's ancestors where it has none.
+            let b = page.media_box();
+            PageInfo { width: b.width().abs(), height: b.height().abs(), unit: "pt", color: None }
         })
-        .collect()
+        .collect())
 }
 
 /// One page as 8-bit RGB pixels.
@@ -342,18 +351,12 @@ fn tiff_to_rgb(w: u32, h: u32, color: tiff::ColorType, data: tiff::decoder::Deco
     Ok(flatten_to_rgb(img))
 }
 
-/// Render every page of a PDF at `dpi`. The page tree is checked with lopdf first (encryption,
-/// page count, a readable cross-reference table), so a broken file is refused rather than
-/// half-rendered.
+/// Render every page of a PDF at `dpi`, from one parse of the document (the checks of
+/// [`load_pdf`] first, so a broken file is refused rather than half-rendered).
 fn render_pdf(bytes: &[u8], limits: &Limits, dpi: f32) -> Result<Vec<RasterPage>> {
-    use hayro::hayro_syntax::Pdf;
     use hayro::vello_cpu::color::palette::css::WHITE;
-    pdf_pages(bytes, limits)?;
-    let pdf = Pdf::new(bytes.to_vec()).map_err(|e| corrupt(Format::Pdf, format!("{e:?}")))?;
+    let pdf = load_pdf(bytes, limits)?;
     let pages = pdf.pages();
-    if pages.len() as u64 > limits.max_pages as u64 {
-        return Err(Error::LimitExceeded(format!("{} pages, over the limit of {}", pages.len(), limits.max_pages)));
-    }
     let scale = dpi / 72.0;
     let cache = hayro::RenderCache::new();
     let interpreter = hayro::hayro_interpret::InterpreterSettings::default();
@@ -390,51 +393,121 @@ fn render_pdf(bytes: &[u8], limits: &Limits, dpi: f32) -> Result<Vec<RasterPage>
     Ok(out)
 }
 
-/// A page's MediaBox, inherited from its ancestors when the page has none.
-/// Most bytes of decompressed content read from one page for its text layer.
-const MAX_TEXT_CONTENT_BYTES: usize = 64 << 20;
+/// Most characters kept from one page's text layer.
+const MAX_TEXT_LAYER_CHARS: usize = 4 << 20;
 
-/// A PDF's text layer: one string per page, in page order, from lopdf's content-stream text
-/// extraction (the fonts' ToUnicode maps, else their standard encodings). A page whose text
-/// cannot be read (an unsupported font encoding, content over the bound) gives an empty string:
-/// the text layer is a hint for a prompt, never a reason to fail the document. Not a readable,
-/// unencrypted PDF within `limits.max_pages` → the same errors as [`rasterize`].
+/// A PDF's text layer: one string per page, in page order. Each page's content is interpreted by
+/// hayro (the same parser and interpreter that render it) into a device that keeps only the
+/// glyphs' Unicode values ([`TextLayer`]). A page whose text cannot be read (glyphs without a
+/// Unicode mapping, an interpreter failure) gives what could be read, or an empty string: the text
+/// layer is a hint for a prompt, never a reason to fail the document. Not a readable, unencrypted
+/// PDF within `limits.max_pages` → the same errors as [`rasterize`].
 pub fn pdf_text_layer(bytes: &[u8], limits: &Limits) -> Result<Vec<String>> {
-    let (doc, pages) = load_pdf(bytes, limits)?;
-    Ok(pages
-        .keys()
-        .map(|&n| {
-            let chunks = doc.extract_text_chunks_with_limit(&[n], MAX_TEXT_CONTENT_BYTES);
-            if chunks.iter().any(|c| c.is_err()) {
-                tracing::debug!(page = n, "part of the PDF text layer could not be read");
+    use hayro::hayro_interpret::kurbo::{Affine, Rect};
+    use hayro::hayro_interpret::{Context, InterpreterCache, InterpreterSettings, interpret_page};
+    let pdf = load_pdf(bytes, limits)?;
+    let cache = InterpreterCache::new();
+    Ok(pdf
+        .pages()
+        .iter()
+        .enumerate()
+        .map(|(i, page)| {
+            let mut layer = TextLayer::default();
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let bbox = Rect::new(0.0, 0.0, 1.0, 1.0);
+                let mut context =
+                    Context::new(Affine::IDENTITY, bbox, &cache, pdf.xref(), InterpreterSettings::default());
+                interpret_page(page, &mut context, &mut layer);
+            }));
+            if read.is_err() {
+                tracing::debug!(page = i + 1, "the PDF text layer of this page could not be read to its end");
             }
-            chunks.into_iter().filter_map(std::result::Result::ok).collect::<String>()
+            layer.text
         })
         .collect())
 }
 
-fn media_box(doc: &lopdf::Document, mut id: lopdf::ObjectId) -> Option<[f64; 4]> {
-    for _ in 0..32 {
-        let dict = doc.get_object(id).ok()?.as_dict().ok()?;
-        if let Ok(obj) = dict.get(b"MediaBox") {
-            let obj = match obj {
-                lopdf::Object::Reference(r) => doc.get_object(*r).ok()?,
-                other => other,
-            };
-            let arr = obj.as_array().ok()?;
-            let nums: Vec<f64> = arr
-                .iter()
-                .filter_map(|o| match o {
-                    lopdf::Object::Integer(i) => Some(*i as f64),
-                    lopdf::Object::Real(r) => Some(*r as f64),
-                    _ => None,
-                })
-                .collect();
-            return nums.try_into().ok();
+/// A hayro device that turns glyph runs into text: glyphs in content-stream order (the order
+/// the document's producer wrote them, as pdftotext's raw mode reads them), a space
+/// where the pen jumps right by more than a quarter of the text height without a space glyph, a
+/// newline where the baseline moves by more than half of it.
+#[derive(Default)]
+struct TextLayer {
+    text: String,
+    /// The previous glyph's baseline y, right edge x and height, in user space.
+    last: Option<(f64, f64, f64)>,
+}
+
+impl TextLayer {
+    fn push_glyph(&mut self, unicode: &str, x0: f64, x1: f64, y: f64, height: f64) {
+        if self.text.len() >= MAX_TEXT_LAYER_CHARS {
+            return;
         }
-        id = dict.get(b"Parent").ok()?.as_reference().ok()?;
+        if let Some((last_y, last_x1, last_h)) = self.last {
+            let h = last_h.max(height).max(1e-3);
+            let ends_blank = self.text.ends_with(char::is_whitespace) || unicode.starts_with(char::is_whitespace);
+            if (y - last_y).abs() > 0.5 * h {
+                if !self.text.ends_with('\n') {
+                    self.text.push('\n');
+                }
+            } else if !ends_blank && (x0 - last_x1 > 0.25 * h || x1 < last_x1 - h) {
+                self.text.push(' ');
+            }
+        }
+        self.text.push_str(unicode);
+        self.last = Some((y, x1, height));
     }
-    None
+}
+
+impl<'a> hayro::hayro_interpret::Device<'a> for TextLayer {
+    fn draw_path(
+        &mut self,
+        _: &hayro::kurbo::BezPath,
+        _: hayro::hayro_interpret::DrawProps<'a>,
+        _: &hayro::hayro_interpret::DrawMode,
+    ) {
+    }
+    fn push_clip_path(&mut self, _: &hayro::hayro_interpret::ClipPath) {}
+    fn push_transparency_group(
+        &mut self,
+        _: f32,
+        _: Option<hayro::hayro_interpret::SoftMask<'a>>,
+        _: hayro::hayro_interpret::BlendMode,
+    ) {
+    }
+    fn draw_glyph_run(
+        &mut self,
+        run: &hayro::hayro_interpret::font::GlyphRun<'_, 'a>,
+        props: hayro::hayro_interpret::DrawProps<'a>,
+        _: &hayro::hayro_interpret::DrawMode,
+    ) {
+        use hayro::hayro_interpret::font::Glyph;
+        use hayro::hayro_interpret::hayro_cmap::BfString;
+        use hayro::kurbo::{Point, Shape as _};
+        for glyph in run.glyphs() {
+            let Some(unicode) = glyph.as_unicode() else { continue };
+            let unicode = match unicode {
+                BfString::Char(c) => c.to_string(),
+                BfString::String(s) => s,
+            };
+            let transform = props.transform * glyph.transform();
+            let origin = transform * Point::ZERO;
+            // The outline's box in user space gives the glyph's extent; a glyph without one (a
+            // space, a Type 3 glyph) is a point at its origin.
+            let bounds = match &**glyph {
+                Glyph::Outline(g) => Some((transform * g.outline()).bounding_box()).filter(|b| b.area() > 0.0),
+                Glyph::Type3(_) => None,
+            };
+            let (x0, x1, height) = match bounds {
+                Some(b) => (b.x0.min(origin.x), b.x1, b.height()),
+                None => (origin.x, origin.x, 0.0),
+            };
+            self.push_glyph(&unicode, x0, x1, origin.y, height);
+        }
+    }
+    fn draw_image(&mut self, _: hayro::hayro_interpret::Image<'a, '_>, _: hayro::hayro_interpret::ImageDrawProps<'a>) {}
+    fn pop_clip(&mut self) {}
+    fn pop_transparency_group(&mut self) {}
 }
 
 #[cfg(test)]
@@ -517,7 +590,8 @@ mod tests {
 
     /// Every line the fixture generator drew on each page of doc_three_pages.pdf
     /// (tests/fixtures/ocr/ground_truth.json) is in that page's text layer, in order, with
-    /// whitespace runs counted as one space; a PDF of scanned images has an empty text layer.
+    /// whitespace runs counted as one space, one line of text per drawn line; a PDF of scanned
+    /// images has an empty text layer.
     #[test]
     fn the_pdf_text_layer_holds_each_pages_drawn_lines_in_order() {
         let gt_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ocr/ground_truth.json");
@@ -533,6 +607,11 @@ mod tests {
         assert_eq!(layer.len(), pages_gt.len());
         let squash = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
         for (i, (text, page)) in layer.iter().zip(pages_gt).enumerate() {
+            // Line for line: the baselines the generator drew are the text layer's lines.
+            let lines: Vec<String> = text.lines().map(squash).filter(|l| !l.is_empty()).collect();
+            let expected: Vec<String> =
+                page["lines"].as_array().unwrap().iter().map(|l| squash(l.as_str().unwrap())).collect();
+            assert_eq!(lines, expected, "page {}", i + 1);
             let text = squash(text);
             let mut from = 0;
             for line in page["lines"].as_array().unwrap() {
