@@ -588,6 +588,25 @@ mod tests {
         }
     }
 
+    /// A PDF with only an owner password (AES-256, empty user password, printing forbidden:
+    /// scripts/fixtures/pdf.sh) opens as it does in every viewer: rendered, and its text layer
+    /// read, while one with a user password (bad_encrypted.pdf) is refused.
+    #[test]
+    fn a_pdf_with_only_an_owner_password_is_read() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pdf/owner_password_only.pdf");
+        let bytes = std::fs::read(path).unwrap();
+        let (_, pages) = rasterize(&bytes, &Limits::default(), 72.0).unwrap();
+        assert_eq!(pages.len(), 1);
+        assert_eq!(pages[0].image.dimensions(), (596, 842));
+        let dark = pages[0].image.pixels().filter(|p| p[0] < 100).count();
+        assert!(dark > 500, "the page has ink: {dark} dark pixels");
+        let layer = pdf_text_layer(&bytes, &Limits::default()).unwrap();
+        assert!(layer[0].starts_with("Service Agreement SA-2025-118\n"), "{:?}", layer[0]);
+        let plain = pdf_text_layer(&fixture("doc_three_pages.pdf"), &Limits::default()).unwrap();
+        assert_eq!(layer[0], plain[0], "decrypted, the same text as the unencrypted original");
+    }
+
     /// Every line the fixture generator drew on each page of doc_three_pages.pdf
     /// (tests/fixtures/ocr/ground_truth.json) is in that page's text layer, in order, with
     /// whitespace runs counted as one space, one line of text per drawn line; a PDF of scanned
