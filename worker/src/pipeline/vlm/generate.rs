@@ -16,7 +16,7 @@ use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::config::GenerationConfig;
-use super::session::{Input, Output, Sessions};
+use super::session::{Decoders, Input, Output, Sessions};
 
 /// Why a sequence ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +194,10 @@ fn keep_rows(value: &DynValue, keep: &[usize]) -> Result<DynValue> {
     Ok(Tensor::from_array((dims, out)).map_err(ort_err("building a cache tensor"))?.into_dyn())
 }
 
+/// Embeddings of a step's tokens (`ids`, `rows × len`), for decoders that take `inputs_embeds`
+/// (Florence-2: its `embed_tokens` graph); the time it took is counted as decoder time.
+pub type EmbedTokens<'a> = dyn Fn(&[i64], [usize; 2]) -> Result<DynValue> + 'a;
+
 /// Generate for `batch` images given as `pixel_values` (`batch × 3 × height × width`, f32),
 /// all starting from `prompt`, for at most `max_new_tokens` tokens each.
 pub fn generate(
@@ -213,7 +217,7 @@ pub fn generate(
     let shape = [batch, image_shape[0], image_shape[1], image_shape[2]];
 
     // Encoder, once for the batch.
-    let mut encoded: DynValue = {
+    let encoded: DynValue = {
         let enc = &sessions.encoder;
         let input = TensorRef::from_array_view((shape, pixel_values)).map_err(ort_err("pixel_values"))?;
         let mut session = enc.lock();
@@ -226,6 +230,28 @@ pub fn generate(
             .remove(enc.output.as_str())
             .ok_or_else(|| Error::Model(format!("{} returned no {}", enc.file, enc.output)))?
     };
+    decode(&sessions.decoders, encoded, batch, prompt, max_new_tokens, rules, None, times, started)
+}
+
+/// The decoder loop over an encoded batch (`encoded`: `batch × positions × hidden`, every
+/// position attended): greedy steps with the KV cache from `prompt` on, until every row stops.
+/// `embed` feeds decoders that take `inputs_embeds`; `times` already holds the encoder side and
+/// `started` is when the whole generation began.
+#[allow(clippy::too_many_arguments)]
+pub fn decode(
+    sessions: &Decoders,
+    mut encoded: DynValue,
+    batch: usize,
+    prompt: &[i64],
+    max_new_tokens: usize,
+    rules: &Rules,
+    embed: Option<&EmbedTokens<'_>>,
+    mut times: Times,
+    started: Instant,
+) -> Result<(Vec<Generated>, Times)> {
+    if batch == 0 || prompt.is_empty() || max_new_tokens == 0 {
+        return Err(Error::InvalidInput("nothing to generate (no image, empty prompt or no tokens allowed)".into()));
+    }
     let encoder_positions = encoded
         .try_extract_tensor::<f32>()
         .map_err(ort_err("reading the encoder output"))?
@@ -290,11 +316,27 @@ pub fn generate(
         }
         let input_ids = TensorRef::from_array_view(([n, seq_len], &ids[..])).map_err(ort_err("input_ids"))?;
         let mut input_ids = Some(input_ids);
+        let embeds = match (embed, dec.inputs.contains(&Input::InputsEmbeds)) {
+            (Some(embed), true) => {
+                let t = Instant::now();
+                let v = embed(&ids, [n, seq_len])?;
+                times.decoder += t.elapsed();
+                Some(v)
+            }
+            (None, true) => {
+                return Err(Error::Model(format!(
+                    "{} takes inputs_embeds, which this model family does not feed",
+                    dec.file
+                )));
+            }
+            _ => None,
+        };
         let mut inputs: Vec<SessionInputValue<'_>> = Vec::with_capacity(dec.inputs.len());
         for (input, made) in dec.inputs.iter().zip(&plan) {
             let value: SessionInputValue<'_> = match (*input, made) {
                 (_, Some(i)) => (&owned[*i]).into(),
                 (Input::InputIds, None) => input_ids.take().expect("one input_ids input").into(),
+                (Input::InputsEmbeds, None) => embeds.as_ref().expect("embedded above").into(),
                 (Input::EncoderHiddenStates, None) => (&encoded).into(),
                 (Input::Past(slot), None) => cache[slot].as_ref().expect("checked when planning").into(),
                 (other, None) => unreachable!("{other:?} is always built"),

@@ -4,6 +4,11 @@
 //! `past_key_values.<name>` fed from the previous step's `present.<name>` (`…decoder…` entries
 //! grow every step, `…encoder…` cross-attention entries are computed once). Either one merged
 //! decoder (`decoder_model_merged.onnx`) or a first-step decoder and a with-past decoder.
+//!
+//! The decoders ([`Decoders`]) stand alone, so families whose encoder side is more than one
+//! `pixel_values` graph (Florence-2: vision encoder, token embeddings, text encoder) reuse them and
+//! the generation loop; such a decoder may take `inputs_embeds` (fed from the family's
+//! `embed_tokens` graph) instead of `input_ids`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,6 +52,8 @@ pub const ENCODER_FILE: &str = "encoder_model.onnx";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {
     InputIds,
+    /// The embeddings of the step's tokens (Florence-2's decoder; [`Input::InputIds`] otherwise).
+    InputsEmbeds,
     EncoderHiddenStates,
     /// All ones, `batch × encoder positions`.
     EncoderAttentionMask,
@@ -106,10 +113,37 @@ impl EncoderSession {
     }
 }
 
-/// Every session of one model.
+/// Every session of one vision-encoder-decoder model.
 pub struct Sessions {
-    pub layout: Layout,
     pub encoder: EncoderSession,
+    pub decoders: Decoders,
+}
+
+impl Sessions {
+    /// Load the sessions from `dir` (the folder holding the ONNX files); `id` prefixes their names.
+    pub fn load(runtime: &Runtime, dir: &Path, layout: Layout, id: &str) -> Result<Self> {
+        let encoder = runtime.session(&dir.join(ENCODER_FILE), &format!("{id}/{ENCODER_FILE}"))?;
+        let (enc_input, enc_output) = encoder_io(&encoder, ENCODER_FILE)?;
+        let files: Vec<String> = layout.decoder_files().iter().map(|f| f.to_string()).collect();
+        let decoders = Decoders::load(runtime, dir, layout, &files, id)?;
+        if !decoders.first.inputs.contains(&Input::InputIds) {
+            return Err(Error::Model(format!("{} has no `input_ids` input", decoders.first.file)));
+        }
+        Ok(Self {
+            encoder: EncoderSession {
+                file: ENCODER_FILE.into(),
+                session: Mutex::new(encoder),
+                input: enc_input,
+                output: enc_output,
+            },
+            decoders,
+        })
+    }
+}
+
+/// The decoder session(s) of an encoder-decoder model and their KV cache slots.
+pub struct Decoders {
+    pub layout: Layout,
     /// The merged decoder, or `decoder_model.onnx`.
     pub first: DecoderSession,
     /// `decoder_with_past_model.onnx` (split layout).
@@ -117,36 +151,22 @@ pub struct Sessions {
     pub slots: Vec<CacheSlot>,
 }
 
-impl Sessions {
-    /// Load the sessions from `dir` (the folder holding the ONNX files); `id` prefixes their names.
-    pub fn load(runtime: &Runtime, dir: &Path, layout: Layout, id: &str) -> Result<Self> {
+impl Decoders {
+    /// Open `files` (relative to `dir`: the merged decoder, or the first-step and with-past ones)
+    /// and check they fit together; `id` prefixes their names.
+    pub fn load(runtime: &Runtime, dir: &Path, layout: Layout, files: &[String], id: &str) -> Result<Self> {
         let open = |file: &str| runtime.session(&dir.join(file), &format!("{id}/{file}"));
-        let encoder = open(ENCODER_FILE)?;
-        let (enc_input, enc_output) = encoder_io(&encoder, ENCODER_FILE)?;
-        let files = layout.decoder_files();
-        let first = open(files[0])?;
+        let first = open(&files[0])?;
         let with_past = files.get(1).map(|f| open(f)).transpose()?;
-
         let mut slots: Vec<CacheSlot> = Vec::new();
-        let first = classify(first, files[0], &mut slots)?;
+        let first = classify(first, &files[0], &mut slots)?;
         let with_past = match with_past {
-            Some(s) => Some(classify(s, files[1], &mut slots)?),
+            Some(s) => Some(classify(s, &files[1], &mut slots)?),
             None => None,
         };
-        let sessions = Self {
-            layout,
-            encoder: EncoderSession {
-                file: ENCODER_FILE.into(),
-                session: Mutex::new(encoder),
-                input: enc_input,
-                output: enc_output,
-            },
-            first,
-            with_past,
-            slots,
-        };
-        sessions.check()?;
-        Ok(sessions)
+        let decoders = Self { layout, first, with_past, slots };
+        decoders.check()?;
+        Ok(decoders)
     }
 
     /// The session for a step.
@@ -163,8 +183,8 @@ impl Sessions {
         let step = self.decoder(false);
         for (session, needs_cache) in [(&self.first, self.with_past.is_none()), (step, true)] {
             let has = |i: Input| session.inputs.contains(&i);
-            if !has(Input::InputIds) {
-                return Err(Error::Model(format!("{} has no `input_ids` input", session.file)));
+            if !has(Input::InputIds) && !has(Input::InputsEmbeds) {
+                return Err(Error::Model(format!("{} has no `input_ids` (or `inputs_embeds`) input", session.file)));
             }
             if !session.outputs.values().any(|o| *o == Output::Logits) {
                 return Err(Error::Model(format!("{} has no `logits` output", session.file)));
@@ -254,6 +274,7 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
         };
         let role = match name {
             "input_ids" => want(TensorElementType::Int64, Input::InputIds)?,
+            "inputs_embeds" => want(TensorElementType::Float32, Input::InputsEmbeds)?,
             "encoder_hidden_states" => want(TensorElementType::Float32, Input::EncoderHiddenStates)?,
             "encoder_attention_mask" => want(TensorElementType::Int64, Input::EncoderAttentionMask)?,
             "decoder_attention_mask" | "attention_mask" => want(TensorElementType::Int64, Input::DecoderAttentionMask)?,
