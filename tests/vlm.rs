@@ -370,3 +370,75 @@ fn run_reproduces_transformers_on_the_qwen2_5_vl_fixture() {
         &read_json(&fixtures().join("qwen2vl/reference.json"))["preprocess"]["a4_150dpi/max_pixels_6272"]["grid_thw"];
     assert_eq!(&page["image"]["grid_thw"], grid, "{page}");
 }
+
+/// Florence-2 through a worker (`tests/fixtures/vlm/florence2`, `scripts/vlm/make_florence2.py`):
+/// a `<OCR_WITH_REGION>` job's page has `transformers`' ids and `post_process_generation`'s quad
+/// boxes in page pixels, a job without a task reads `<OCR>`, and an unknown task is an error
+/// record naming the known ones while the worker goes on.
+#[test]
+fn a_worker_answers_florence2_tasks_with_text_and_boxes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("florence2");
+    let want = read_json(&model.join("reference.json"));
+    let case = |task: &str, page: &str| {
+        want["generate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["task"] == task && c["pages"] == serde_json::json!([page]))
+            .unwrap_or_else(|| panic!("no reference for {task} on {page}"))["rows"][0]
+            .clone()
+    };
+    let dir = |name: &str, page: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(model.join(format!("images/{page}.png")), d.join(format!("{page}.png"))).unwrap();
+        d
+    };
+    let enqueue = |params: Option<&str>, dir: &Path| {
+        let mut cmd = docfleet(tmp.path(), "docfleet", &model);
+        cmd.args(["enqueue", "--pipeline", "vlm"]);
+        if let Some(p) = params {
+            cmd.args(["--params", p]);
+        }
+        ok(run_with_timeout(cmd.arg(dir), LIMIT))
+    };
+    enqueue(Some(r#"{"task": "<OCR_WITH_REGION>"}"#), &dir("regions", "landscape"));
+    enqueue(None, &dir("plain", "strip_wide"));
+    enqueue(Some(r#"{"task": "<SEGMENT_EVERYTHING>"}"#), &dir("unknown", "tiny"));
+
+    let out = run_with_timeout(docfleet(tmp.path(), "docfleet-worker", &model).arg("--exit-when-empty"), LIMIT);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "worker failed (without onnxruntime, run `{SETUP}`):\n{stderr}");
+    assert!(stderr.contains("\"jobs_succeeded\":2") && stderr.contains("\"jobs_failed\":1"), "{stderr}");
+
+    let results = tmp.path().join("results");
+    ok(run_with_timeout(docfleet(tmp.path(), "docfleet", &model).arg("results").arg("--out").arg(&results), LIMIT));
+    let result_for = |name: &str| {
+        let found = find(&results, name);
+        let good: Vec<_> = found.iter().filter(|p| p.to_string_lossy().contains("results/")).collect();
+        assert_eq!(good.len(), 1, "{name}: {found:?}");
+        read_json(good[0])
+    };
+    let regions = result_for("landscape.png.json");
+    let page = &regions["output"]["pages"][0];
+    let row = case("<OCR_WITH_REGION>", "landscape");
+    assert_eq!(ids(&page["token_ids"]), ids(&row["generated_ids"]), "{page}");
+    assert_eq!(page["answer"], row["parsed"], "{page}");
+    assert!(!row["parsed"]["quad_boxes"].as_array().unwrap().is_empty(), "the reference has regions");
+    assert_eq!(regions["output"]["prompt"]["task"], "<OCR_WITH_REGION>");
+
+    let plain = result_for("strip_wide.png.json");
+    let row = case("<OCR>", "strip_wide");
+    assert_eq!(ids(&plain["output"]["pages"][0]["token_ids"]), ids(&row["generated_ids"]));
+    assert_eq!(plain["output"]["pages"][0]["answer"], row["parsed"]);
+
+    let found = find(&results, "tiny.png.json");
+    let errors: Vec<_> = found.iter().filter(|p| p.to_string_lossy().contains("errors/")).collect();
+    assert_eq!(errors.len(), 1, "{found:?}");
+    let message = read_json(errors[0])["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("unknown Florence-2 task `<SEGMENT_EVERYTHING>`") && message.contains("<OD>"),
+        "{message}"
+    );
+}
