@@ -17,7 +17,9 @@ Everything is created locally and deterministically (no Hugging Face hub access)
      `encoder_hidden_states`, `inputs_embeds`, `past_key_values.{i}.{decoder,encoder}.{key,value}`,
      `use_cache_branch` → `logits`, `present.*`; optimum's `merge_decoders` of a first-step and a
      with-past decoder), each checked against torch;
-  4. references: `CLIPImageProcessor` pixel tensors (sha256 per page, one whole tensor), the task
+  4. `onnx/*_fp16.onnx`: the same graphs in float16 (onnxconverter-common), with their own greedy references
+     from the onnxruntime loop;
+  5. references: `CLIPImageProcessor` pixel tensors (sha256 per page, one whole tensor), the task
      prompts the processor builds, greedy `model.generate` token ids single and batched for `<OCR>`,
      `<OCR_WITH_REGION>` and `<OD>` on pages of different sizes, each decoded and run through the
      processor's `post_process_generation`; the same post-processing on hand-built token sequences
@@ -393,16 +395,18 @@ class OrtGreedy:
     """A plain numpy + onnxruntime greedy loop over the four graphs, the steps docfleet takes, with the
     generation config's processors that matter here (forced BOS / EOS, no-repeat 3-grams)."""
 
-    def __init__(self, onnx_dir: Path):
+    def __init__(self, onnx_dir: Path, suffix: str = ""):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        self.s = {n: ort.InferenceSession(str(onnx_dir / f"{n}.onnx"), so, providers=["CPUExecutionProvider"])
+        self.s = {n: ort.InferenceSession(str(onnx_dir / f"{n}{suffix}.onnx"), so, providers=["CPUExecutionProvider"])
                   for n in ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model_merged")}
         dec = self.s["decoder_model_merged"]
         self.past = [(i.name, i.shape) for i in dec.get_inputs() if i.name.startswith("past_key_values.")]
         self.outs = [o.name for o in dec.get_outputs()]
+        f16 = self.s["vision_encoder"].get_inputs()[0].type == "tensor(float16)"
+        self.float = np.float16 if f16 else np.float32
 
     @staticmethod
     def banned_ngrams(seq, n=3):
@@ -413,7 +417,7 @@ class OrtGreedy:
 
     def generate(self, pixel_values, input_ids):
         B = pixel_values.shape[0]
-        feats = self.s["vision_encoder"].run(None, {"pixel_values": pixel_values})[0]
+        feats = self.s["vision_encoder"].run(None, {"pixel_values": pixel_values.astype(self.float)})[0]
         text = self.s["embed_tokens"].run(None, {"input_ids": input_ids})[0]
         embeds = np.concatenate([feats, text], 1)
         mask = np.ones(embeds.shape[:2], np.int64)
@@ -427,7 +431,7 @@ class OrtGreedy:
                      "inputs_embeds": self.s["embed_tokens"].run(None, {"input_ids": last})[0],
                      "use_cache_branch": np.array([cache is not None])}
             for name, shape in self.past:
-                feeds[name] = cache[name] if cache else np.zeros((B, shape[1], 0, shape[3]), np.float32)
+                feeds[name] = cache[name] if cache else np.zeros((B, shape[1], 0, shape[3]), self.float)
             res = dict(zip(self.outs, self.s["decoder_model_merged"].run(None, feeds)))
             new = {}
             for name, _ in self.past:
@@ -537,6 +541,56 @@ def post_process_references(proc) -> list:
     return refs
 
 
+def fp16_variants(onnx_dir: Path) -> dict:
+    """`onnx/*_fp16.onnx` as the onnx-community exports ship them: float16 initializers, inputs, outputs and
+    cache (onnxconverter-common, `keep_io_types=False`); the graphs' own `Cast(to=FLOAT)` nodes are retargeted
+    to float16, as transformers.js' conversion script does (the same step as make_idefics3.py)."""
+    import onnx
+    from onnx import TensorProto
+    from onnxconverter_common import float16
+
+    fixed = {}
+    for g in ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model_merged"):
+        m = float16.convert_float_to_float16(onnx.load(str(onnx_dir / f"{g}.onnx")), keep_io_types=False)
+        n = 0
+        graphs = [m.graph]
+        while graphs:
+            graph = graphs.pop()
+            for node in graph.node:
+                for a in node.attribute:
+                    if a.type == onnx.AttributeProto.GRAPH:
+                        graphs.append(a.g)
+                if node.op_type == "Cast" and "_input_cast" not in node.name and "_output_cast" not in node.name:
+                    for a in node.attribute:
+                        if a.name == "to" and a.i == TensorProto.FLOAT:
+                            a.i = TensorProto.FLOAT16
+                            n += 1
+        onnx.save(m, str(onnx_dir / f"{g}_fp16.onnx"))
+        fixed[g] = n
+    return fixed
+
+
+FP16_CASES = [("<OCR>", ["landscape"]), ("<OCR>", ["a4_150dpi", "strip_wide", "tiny"]),
+              ("<OCR_WITH_REGION>", ["landscape"])]
+
+
+def fp16_references(proc, pages, onnx_dir: Path) -> list:
+    """Greedy ids of the fp16 graphs from the numpy + onnxruntime loop (float16 end to end on CPU: they differ
+    from the float32 model's, so the fp16 graphs are their own reference)."""
+    loop = OrtGreedy(onnx_dir, suffix="_fp16")
+    refs = []
+    for task, names in FP16_CASES:
+        ims = [pages[n] for n in names]
+        enc = proc(text=[task] * len(ims), images=ims, return_tensors="np")
+        seqs = loop.generate(enc["pixel_values"], enc["input_ids"][:, proc.num_image_tokens:])
+        rows = []
+        for name, seq in zip(names, seqs):
+            gen, reason = cut_at_eos(seq[1:])
+            rows.append({"page": name, "generated_ids": gen, "finish_reason": reason})
+        refs.append({"task": task, "pages": names, "rows": rows})
+    return refs
+
+
 def write_model_dir(model, proc, out: Path):
     from transformers import GenerationConfig
 
@@ -578,6 +632,7 @@ def main():
     for k, v in diffs.items():
         assert v < 1e-4, (k, v)
     ortg = OrtGreedy(OUT / "onnx")
+    fp16_casts = fp16_variants(OUT / "onnx")
 
     preprocess = {}
     for n, im in pages.items():
@@ -615,6 +670,7 @@ def main():
         "preprocess": preprocess,
         "generate": generation_references(model, proc, pages, ortg),
         "post_process": post_process_references(proc),
+        "fp16": {"casts_retargeted": fp16_casts, "generate": fp16_references(proc, pages, OUT / "onnx")},
     }
     files = {}
     for p in sorted(OUT.rglob("*")):

@@ -16,6 +16,7 @@ use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::config::GenerationConfig;
+use super::idefics3::session::{keep_rows, read_f32};
 use super::session::{Decoders, Input, Output, Sessions};
 
 /// Why a sequence ended.
@@ -181,19 +182,6 @@ fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::Model(format!("{what}: {e}"))
 }
 
-/// Copy the rows `keep` (batch dimension 0) of an f32 tensor into a new one.
-fn keep_rows(value: &DynValue, keep: &[usize]) -> Result<DynValue> {
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err("reading a cache tensor"))?;
-    let mut dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-    let row: usize = dims[1..].iter().product();
-    let mut out = Vec::with_capacity(keep.len() * row);
-    for &r in keep {
-        out.extend_from_slice(&data[r * row..(r + 1) * row]);
-    }
-    dims[0] = keep.len();
-    Ok(Tensor::from_array((dims, out)).map_err(ort_err("building a cache tensor"))?.into_dyn())
-}
-
 /// Embeddings of a step's tokens (`ids`, `rows × len`), for decoders that take `inputs_embeds`
 /// (Florence-2: its `embed_tokens` graph); the time it took is counted as decoder time.
 pub type EmbedTokens<'a> = dyn Fn(&[i64], [usize; 2]) -> Result<DynValue> + 'a;
@@ -252,14 +240,10 @@ pub fn decode(
     if batch == 0 || prompt.is_empty() || max_new_tokens == 0 {
         return Err(Error::InvalidInput("nothing to generate (no image, empty prompt or no tokens allowed)".into()));
     }
-    let encoder_positions = encoded
-        .try_extract_tensor::<f32>()
-        .map_err(ort_err("reading the encoder output"))?
-        .0
-        .get(1)
-        .copied()
-        .unwrap_or(0)
-        .max(0) as usize;
+    let encoder_positions = match encoded.dtype() {
+        ort::value::ValueType::Tensor { shape, .. } => shape.get(1).copied().unwrap_or(0).max(0) as usize,
+        other => return Err(Error::Model(format!("the encoder output is not a tensor ({other:?})"))),
+    };
 
     let max_length = prompt.len() + max_new_tokens;
     let mut seqs: Vec<Vec<i64>> = vec![prompt.to_vec(); batch];
@@ -302,7 +286,7 @@ pub fn decode(
                 // On the first step the (merged) decoder ignores its cache inputs: empty ones do.
                 Input::Past(slot) if cache[slot].is_none() => {
                     let s = &sessions.slots[slot];
-                    Some(Tensor::from_array(([n, s.heads, 0, s.head_dim], Vec::<f32>::new())).map(Tensor::into_dyn))
+                    Some(Ok(s.float.tensor(vec![n, s.heads, 0, s.head_dim], &[])?))
                 }
                 _ => None,
             };
@@ -370,7 +354,16 @@ pub fn decode(
             cache[slot] = Some(value);
         }
         let logits = logits.ok_or_else(|| Error::Model(format!("{} returned no logits", dec.file)))?;
-        let (lshape, ldata) = logits.try_extract_tensor::<f32>().map_err(ort_err("reading logits"))?;
+        // float16 logits (a float16 export) are read as f32: the same order, so the same arg-max.
+        let converted;
+        let (lshape, ldata): (Vec<i64>, &[f32]) = match logits.try_extract_tensor::<f32>() {
+            Ok((shape, data)) => (shape.to_vec(), data),
+            Err(_) => {
+                let (shape, data) = read_f32(&logits, "logits")?;
+                converted = data;
+                (shape.iter().map(|&d| d as i64).collect(), &converted[..])
+            }
+        };
         let (rows, positions, vocab) = match lshape[..] {
             [b, p, v] if b as usize == n && p >= 1 && v >= 1 => (b as usize, p as usize, v as usize),
             _ => return Err(Error::Model(format!("{}: logits of shape {lshape:?} for batch {n}", dec.file))),

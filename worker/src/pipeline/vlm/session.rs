@@ -18,6 +18,7 @@ use docfleet_core::{Error, Result};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
+use super::idefics3::session::Float;
 use crate::runtime::Runtime;
 
 /// How the decoder is exported.
@@ -83,11 +84,15 @@ pub struct CacheSlot {
     pub cross: bool,
     pub heads: usize,
     pub head_dim: usize,
+    /// Float32, or float16 in a float16 export (Florence-2's `_fp16` graphs).
+    pub float: Float,
 }
 
 /// A session with its inputs and outputs classified, run one call at a time.
 pub struct DecoderSession {
     pub file: String,
+    /// The float type of its `inputs_embeds` / `encoder_hidden_states` (float32 unless a float16 export).
+    pub float: Float,
     session: Mutex<Session>,
     pub inputs: Vec<Input>,
     pub outputs: HashMap<String, Output>,
@@ -128,6 +133,12 @@ impl Sessions {
         let decoders = Decoders::load(runtime, dir, layout, &files, id)?;
         if !decoders.first.inputs.contains(&Input::InputIds) {
             return Err(Error::Model(format!("{} has no `input_ids` input", decoders.first.file)));
+        }
+        if decoders.slots.iter().any(|s| s.float != Float::F32) || decoders.first.float != Float::F32 {
+            return Err(Error::Model(format!(
+                "{}: float16 tensors (only float32 vision-encoder-decoder exports are supported)",
+                decoders.first.file
+            )));
         }
         Ok(Self {
             encoder: EncoderSession {
@@ -250,7 +261,7 @@ fn encoder_io(session: &Session, file: &str) -> Result<(String, String)> {
 /// Classify a decoder session's inputs and outputs, adding the cache slots it names to `slots`.
 fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<DecoderSession> {
     let fail = |why: String| Error::Model(format!("{file}: {why}"));
-    let slot_for = |name: &str, shape: &[i64], slots: &mut Vec<CacheSlot>| -> Result<usize> {
+    let slot_for = |name: &str, shape: &[i64], float: Float, slots: &mut Vec<CacheSlot>| -> Result<usize> {
         if let Some(i) = slots.iter().position(|s| s.name == name) {
             return Ok(i);
         }
@@ -258,9 +269,10 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
         let (Some(heads), Some(head_dim)) = (dim(1), dim(3)) else {
             return Err(fail(format!("cannot tell heads and head size of `{name}` from its shape {shape:?}")));
         };
-        slots.push(CacheSlot { name: name.to_owned(), cross: name.contains(".encoder."), heads, head_dim });
+        slots.push(CacheSlot { name: name.to_owned(), cross: name.contains(".encoder."), heads, head_dim, float });
         Ok(slots.len() - 1)
     };
+    let mut float = None;
     let mut inputs = Vec::new();
     for input in session.inputs() {
         let name = input.name();
@@ -274,16 +286,21 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
         };
         let role = match name {
             "input_ids" => want(TensorElementType::Int64, Input::InputIds)?,
-            "inputs_embeds" => want(TensorElementType::Float32, Input::InputsEmbeds)?,
-            "encoder_hidden_states" => want(TensorElementType::Float32, Input::EncoderHiddenStates)?,
+            "inputs_embeds" | "encoder_hidden_states" => {
+                let f =
+                    Float::of(ty).ok_or_else(|| fail(format!("input `{name}` is {ty:?}, expected a float tensor")))?;
+                if float.is_some_and(|g| g != f) {
+                    return Err(fail(format!("input `{name}` is {ty:?}, unlike the other float inputs")));
+                }
+                float = Some(f);
+                if name == "inputs_embeds" { Input::InputsEmbeds } else { Input::EncoderHiddenStates }
+            }
             "encoder_attention_mask" => want(TensorElementType::Int64, Input::EncoderAttentionMask)?,
             "decoder_attention_mask" | "attention_mask" => want(TensorElementType::Int64, Input::DecoderAttentionMask)?,
             "use_cache_branch" => want(TensorElementType::Bool, Input::UseCacheBranch)?,
             _ if name.starts_with("past_key_values.") => {
-                if ty != TensorElementType::Float32 {
-                    return Err(fail(format!("`{name}` is {ty:?}: only float32 exports are supported")));
-                }
-                Input::Past(slot_for(&name["past_key_values.".len()..], &shape, slots)?)
+                let f = Float::of(ty).ok_or_else(|| fail(format!("`{name}` is {ty:?}, expected a float tensor")))?;
+                Input::Past(slot_for(&name["past_key_values.".len()..], &shape, f, slots)?)
             }
             _ => return Err(fail(format!("takes input `{name}`, which this pipeline does not know how to feed"))),
         };
@@ -293,17 +310,19 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
     for output in session.outputs() {
         let name = output.name();
         let role = if name == "logits" {
-            if tensor_type(output.dtype()).map(|t| t.0) != Some(TensorElementType::Float32) {
-                return Err(fail("`logits` is not float32 (only float32 exports are supported)".into()));
+            if tensor_type(output.dtype()).and_then(|t| Float::of(t.0)).is_none() {
+                return Err(fail("`logits` is not a float tensor".into()));
             }
             Output::Logits
         } else if let Some(rest) = name.strip_prefix("present.") {
-            let shape = tensor_type(output.dtype()).map(|t| t.1).unwrap_or_default();
-            Output::Present(slot_for(rest, &shape, slots)?)
+            let (ty, shape) = tensor_type(output.dtype()).unwrap_or((TensorElementType::Float32, Vec::new()));
+            let f = Float::of(ty).ok_or_else(|| fail(format!("`{name}` is {ty:?}, expected a float tensor")))?;
+            Output::Present(slot_for(rest, &shape, f, slots)?)
         } else {
             Output::Unused
         };
         outputs.insert(name.to_owned(), role);
     }
-    Ok(DecoderSession { file: file.to_owned(), session: Mutex::new(session), inputs, outputs })
+    let float = float.unwrap_or(Float::F32);
+    Ok(DecoderSession { file: file.to_owned(), float, session: Mutex::new(session), inputs, outputs })
 }

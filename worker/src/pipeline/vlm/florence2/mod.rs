@@ -34,6 +34,7 @@ use self::tasks::{DEFAULT_TASK, Task, Tasks};
 use super::batching::{self, GenerationQueue};
 use super::config::{GenerationConfig, ImageProcessorConfig, ModelConfig};
 use super::generate::{self, Generated, Rules, Times};
+use super::idefics3::session::{Float, read_f32};
 use super::result;
 use super::session::{Decoders, Layout};
 use super::tokenizer::Tokenizer;
@@ -64,10 +65,12 @@ struct Graph {
     file: String,
     session: Mutex<Session>,
     output: String,
+    /// The type of its float input (`pixel_values`, `inputs_embeds`), if it has one.
+    float: Float,
 }
 
 impl Graph {
-    /// Open `file`, checking it takes exactly `inputs` (float32 where named in `float_inputs`).
+    /// Open `file`, checking it takes exactly `inputs` (i64 ids and masks, float32 or float16 else).
     fn open(runtime: &Runtime, root: &Path, file: &str, id: &str, inputs: &[&str], output: &str) -> Result<Self> {
         let path = root.join(file);
         if !path.is_file() {
@@ -78,27 +81,24 @@ impl Graph {
         if names != inputs {
             return Err(Error::Model(format!("{file} takes inputs {names:?}; a Florence-2 export's take {inputs:?}")));
         }
+        let mut float = Float::F32;
         for input in session.inputs() {
             let ty = match input.dtype() {
                 ort::value::ValueType::Tensor { ty, .. } => *ty,
                 other => return Err(Error::Model(format!("{file}: `{}` is {other:?}", input.name()))),
             };
-            let want = match input.name() {
-                "input_ids" | "attention_mask" => ort::value::TensorElementType::Int64,
-                _ => ort::value::TensorElementType::Float32,
+            let fits = match input.name() {
+                "input_ids" | "attention_mask" => ty == ort::value::TensorElementType::Int64,
+                _ => Float::of(ty).inspect(|f| float = *f).is_some(),
             };
-            if ty != want {
-                return Err(Error::Model(format!(
-                    "{file}: `{}` is {ty:?}, expected {want:?} (only float32 exports are supported: vlm.dtype \
-                     fp32, int8, uint8, quantized, q4 or bnb4)",
-                    input.name()
-                )));
+            if !fits {
+                return Err(Error::Model(format!("{file}: `{}` is {ty:?}", input.name())));
             }
         }
         if !session.outputs().iter().any(|o| o.name() == output) {
             return Err(Error::Model(format!("{file} has no `{output}` output")));
         }
-        Ok(Self { file: file.to_owned(), session: Mutex::new(session), output: output.to_owned() })
+        Ok(Self { file: file.to_owned(), session: Mutex::new(session), output: output.to_owned(), float })
     }
 
     fn lock(&self) -> MutexGuard<'_, Session> {
@@ -355,15 +355,25 @@ impl Florence2Engine {
             )));
         }
         let t = Instant::now();
-        let pixels = TensorRef::from_array_view(([batch, 3, h, w], pixel_values)).map_err(ort_err("pixel_values"))?;
-        let features = self.vision.run(ort::inputs!["pixel_values" => pixels], &format!("{batch} pages"))?;
+        let features = match self.vision.float {
+            Float::F32 => {
+                let pixels =
+                    TensorRef::from_array_view(([batch, 3, h, w], pixel_values)).map_err(ort_err("pixel_values"))?;
+                self.vision.run(ort::inputs!["pixel_values" => pixels], &format!("{batch} pages"))?
+            }
+            Float::F16 => {
+                let pixels = Float::F16.tensor(vec![batch, 3, h, w], pixel_values)?;
+                self.vision.run(ort::inputs!["pixel_values" => pixels], &format!("{batch} pages"))?
+            }
+        };
         let ids: Vec<i64> = question.iter().copied().cycle().take(batch * question.len()).collect();
         let text = self.embed_ids(&ids, [batch, question.len()])?;
-        // The image features in front of the question's embeddings, row by row.
-        let (fshape, fdata) = features.try_extract_tensor::<f32>().map_err(ort_err("reading image_features"))?;
-        let (tshape, tdata) = text.try_extract_tensor::<f32>().map_err(ort_err("reading inputs_embeds"))?;
+        // The image features in front of the question's embeddings, row by row (in f32: a float16
+        // value converts there and back exactly).
+        let (fshape, fdata) = read_f32(&features, "image_features")?;
+        let (tshape, tdata) = read_f32(&text, "inputs_embeds")?;
         let (image_len, hidden) = match fshape[..] {
-            [b, n, d] if b as usize == batch && d == tshape[2] => (n as usize, d as usize),
+            [b, n, d] if b == batch && tshape.get(2) == Some(&d) => (n, d),
             _ => {
                 return Err(Error::Model(format!(
                     "{}: image_features of shape {fshape:?} do not fit inputs_embeds {tshape:?}",
@@ -385,7 +395,7 @@ impl Florence2Engine {
             embeds.extend_from_slice(&fdata[r * image_len * hidden..(r + 1) * image_len * hidden]);
             embeds.extend_from_slice(&tdata[r * question.len() * hidden..(r + 1) * question.len() * hidden]);
         }
-        let embeds = Tensor::from_array(([batch, total, hidden], embeds)).map_err(ort_err("inputs_embeds"))?;
+        let embeds = self.encoder.float.tensor(vec![batch, total, hidden], &embeds)?;
         let mask =
             Tensor::from_array(([batch, total], vec![1i64; batch * total])).map_err(ort_err("attention_mask"))?;
         let encoded = self.encoder.run(

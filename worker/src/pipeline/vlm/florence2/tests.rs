@@ -230,3 +230,27 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `vlm.dtype = "fp16"` loads the `_fp16` graphs (float16 pixels, embeddings, cache and logits)
+/// and reproduces their own greedy reference, single and batched.
+#[test]
+fn the_fp16_variant_reproduces_its_reference() {
+    let mut s = settings_for(&fixtures());
+    s.vlm.dtype = docfleet_core::config::VlmDtype::Fp16;
+    let vlm = Vlm::load(&s).unwrap();
+    let e = vlm.florence2().unwrap();
+    assert_eq!(e.model_info()["dtype"], "fp16");
+    let max_new_tokens = reference()["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut rows = 0;
+    for case in reference()["fp16"]["generate"].as_array().unwrap() {
+        let names: Vec<&str> = case["pages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let pixels: Vec<f32> = names.iter().flat_map(|n| e.pixel_values(&page_image(n)).unwrap()).collect();
+        let question = e.task_ids(case["task"].as_str().unwrap(), None).unwrap();
+        let (generated, _) = e.generate(&pixels, names.len(), &question, max_new_tokens).unwrap();
+        for (g, want) in generated.iter().zip(case["rows"].as_array().unwrap()) {
+            assert_eq!(g.ids, ids(&want["generated_ids"]), "{} {:?} {}", case["task"], names, want["page"]);
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 5);
+}

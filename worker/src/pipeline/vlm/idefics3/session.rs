@@ -30,7 +30,8 @@ pub enum Float {
 }
 
 impl Float {
-    fn of(ty: TensorElementType) -> Option<Float> {
+    /// The float type of a tensor element type, if it is one this pipeline feeds.
+    pub fn of(ty: TensorElementType) -> Option<Float> {
         match ty {
             TensorElementType::Float32 => Some(Float::F32),
             TensorElementType::Float16 => Some(Float::F16),
