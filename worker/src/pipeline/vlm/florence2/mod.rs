@@ -492,8 +492,11 @@ impl Florence2Engine {
 
     /// A task's answer for generated ids on a page of `size` (width, height) pixels.
     pub fn answer(&self, task: &str, generated: &[i64], size: (u32, u32)) -> Result<Value> {
-        let (task, _) = self.tasks.prompt(task, None).or_else(|_| self.tasks.prompt(task, Some("")))?;
-        Ok(tasks::answer(task.answer, &self.raw_text(generated)?, size))
+        let kind = match self.tasks.get(task) {
+            Some(t) => t.answer,
+            None => return Err(self.tasks.prompt(task, None).err().unwrap_or_else(|| Error::InvalidJob(task.into()))),
+        };
+        Ok(tasks::answer(kind, &self.raw_text(generated)?, size))
     }
 
     /// Read a document, rasterised already (`pages`, at [`Self::pdf_dpi`]) or not: the result

@@ -122,9 +122,14 @@ impl Tasks {
         self.tasks.keys().map(String::as_str).collect()
     }
 
+    /// The task `token` names, if it is a known one.
+    pub fn get(&self, token: &str) -> Option<&Task> {
+        self.tasks.get(token)
+    }
+
     /// The task `token` names and the question for it (`input`: the text a region task takes).
     pub fn prompt(&self, token: &str, input: Option<&str>) -> Result<(&Task, String)> {
-        let Some(task) = self.tasks.get(token) else {
+        let Some(task) = self.get(token) else {
             return Err(Error::InvalidJob(format!(
                 "unknown Florence-2 task `{token}` (known: {})",
                 self.names().join(", ")

@@ -254,3 +254,47 @@ fn the_fp16_variant_reproduces_its_reference() {
     }
     assert_eq!(rows, 5);
 }
+
+/// With `vlm.batch_across_jobs`, two jobs of the same task share one generation batch and each
+/// gets its own page's reference ids back.
+#[test]
+fn jobs_of_the_same_task_share_batches_across_jobs() {
+    let mut s = settings_for(&fixtures());
+    s.vlm.batch_across_jobs = Some(true);
+    s.vlm.batch_max_wait_ms = 500;
+    s.vlm.max_new_tokens = reference()["max_new_tokens"].as_u64().unwrap() as usize;
+    let vlm = Vlm::load(&s).unwrap();
+    let e = vlm.florence2().unwrap().clone();
+    let case = reference()["generate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["task"] == "<OCR_WITH_REGION>" && c["pages"].as_array().unwrap().len() == 2)
+        .unwrap();
+    let start = Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = case["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cloned()
+        .map(|row| {
+            let (e, start) = (e.clone(), start.clone());
+            std::thread::spawn(move || {
+                let bytes =
+                    std::fs::read(fixtures().join(format!("images/{}.png", row["page"].as_str().unwrap()))).unwrap();
+                let params = json!({"task": "<OCR_WITH_REGION>"}).as_object().unwrap().clone();
+                start.wait();
+                let (out, _) = e.read_rasterized(&bytes, None, &params).unwrap();
+                (row, out)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (row, out) = h.join().unwrap();
+        let page = &out["pages"][0];
+        assert_eq!(ids(&page["token_ids"]), ids(&row["generated_ids"]), "{}", row["page"]);
+        assert_eq!(page["answer"], row["parsed"]);
+        assert_eq!(page["batch"]["size"], 2, "{page}");
+    }
+    assert_eq!(e.batch_stats(), Some((1, 1)));
+}
