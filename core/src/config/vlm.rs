@@ -24,7 +24,8 @@ pub struct VlmSettings {
     /// Most tokens a job may ask for with `params.max_new_tokens`.
     pub max_new_tokens_limit: usize,
     /// Task prompt for jobs that give none (`params.prompt`), e.g. `<s_cord-v2>`; empty: the
-    /// decoder start token alone.
+    /// decoder start token alone. Florence-2: the task token for jobs without `params.task`
+    /// (empty: `<OCR>`), e.g. `<OCR_WITH_REGION>`.
     pub prompt: String,
     /// Resolution at which PDF pages are rasterised, in dots per inch (18–600).
     pub pdf_dpi: f32,

@@ -4,6 +4,11 @@
 //! encoded and decoded greedily with a KV cache in batches of `vlm.batch_size` ([`generate`]),
 //! and the generated ids become text through the model's own tokenizer ([`tokenizer`]). The
 //! result lists per page the text, the ids, why generation stopped and where the time went.
+//!
+//! Other families share that engine or the decoder-only one ([`idefics3`]) and add only their
+//! preprocessing, prompts and positions: Florence-2 ([`florence2`], on this encoder-decoder
+//! loop), Idefics3 and Qwen2-VL ([`qwen2vl`], on the decoder-only loop); `vlm.engine = "openai"`
+//! sends pages to a server instead ([`openai`]).
 
 pub mod batching;
 pub mod config;

@@ -77,8 +77,11 @@ impl Graph {
             return Err(Error::Model(format!("{} is missing (a Florence-2 export needs it)", path.display())));
         }
         let session = runtime.session(&path, &format!("{id}/{file}"))?;
-        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-        if names != inputs {
+        let mut names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        names.sort_unstable();
+        let mut expected = inputs.to_vec();
+        expected.sort_unstable();
+        if names != expected {
             return Err(Error::Model(format!("{file} takes inputs {names:?}; a Florence-2 export's take {inputs:?}")));
         }
         let mut float = Float::F32;
