@@ -16,8 +16,8 @@ use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::config::GenerationConfig;
-use super::idefics3::session::{keep_rows, read_f32};
 use super::session::{Decoders, Input, Output, Sessions};
+use super::tensors::{keep_rows, read_f32};
 
 /// Why a sequence ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

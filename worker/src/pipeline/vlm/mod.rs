@@ -21,6 +21,7 @@ pub mod qwen2vl;
 pub mod resample;
 pub mod result;
 pub mod session;
+pub mod tensors;
 #[cfg(test)]
 mod tests;
 pub mod tokenizer;

@@ -18,7 +18,7 @@ use docfleet_core::{Error, Result};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
-use super::idefics3::session::Float;
+use super::tensors::Float;
 use crate::runtime::Runtime;
 
 /// How the decoder is exported.
