@@ -16,7 +16,8 @@ Everything is created locally and deterministically (no Hugging Face hub access)
      `last_hidden_state`) and `onnx/decoder_model_merged.onnx` (`encoder_attention_mask`,
      `encoder_hidden_states`, `inputs_embeds`, `past_key_values.{i}.{decoder,encoder}.{key,value}`,
      `use_cache_branch` → `logits`, `present.*`; optimum's `merge_decoders` of a first-step and a
-     with-past decoder), each checked against torch;
+     with-past decoder, both kept as `decoder_model.onnx` / `decoder_with_past_model.onnx`), each checked
+     against torch;
   4. `onnx/*_fp16.onnx`: the same graphs in float16 (onnxconverter-common), with their own greedy references
      from the onnxruntime loop;
   5. references: `CLIPImageProcessor` pixel tensors (sha256 per page, one whole tensor), the task
@@ -367,8 +368,7 @@ def export_onnx(model, out: Path) -> dict:
                           **kw)
         merge_decoders(onnx.load(str(first)), onnx.load(str(with_past)), strict=False,
                        save_path=onnx_dir / "decoder_model_merged.onnx")
-        first.unlink()
-        with_past.unlink()
+        # The split pair stays too, as the published repositories have it (`vlm.decoder = "split"`).
 
     so = ort.SessionOptions()
     so.log_severity_level = 3

@@ -261,17 +261,29 @@ fn encoder_io(session: &Session, file: &str) -> Result<(String, String)> {
 /// Classify a decoder session's inputs and outputs, adding the cache slots it names to `slots`.
 fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<DecoderSession> {
     let fail = |why: String| Error::Model(format!("{file}: {why}"));
-    let slot_for = |name: &str, shape: &[i64], float: Float, slots: &mut Vec<CacheSlot>| -> Result<usize> {
-        if let Some(i) = slots.iter().position(|s| s.name == name) {
-            return Ok(i);
-        }
-        let dim = |i: usize| shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
-        let (Some(heads), Some(head_dim)) = (dim(1), dim(3)) else {
-            return Err(fail(format!("cannot tell heads and head size of `{name}` from its shape {shape:?}")));
+    // A cache input must tell its heads and head size (the first step feeds empty ones of that
+    // shape); an output may leave them open (a first-step decoder's cross-attention `present.*`),
+    // to be read from the input of the session that takes it back.
+    let slot_for =
+        |name: &str, shape: &[i64], float: Float, input: bool, slots: &mut Vec<CacheSlot>| -> Result<usize> {
+            let dim = |i: usize| shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
+            let known = dim(1).zip(dim(3));
+            if let Some(i) = slots.iter().position(|s| s.name == name) {
+                if let (Some((heads, head_dim)), 0) = (known, slots[i].heads) {
+                    (slots[i].heads, slots[i].head_dim) = (heads, head_dim);
+                }
+                return Ok(i);
+            }
+            let (heads, head_dim) = match known {
+                Some(k) => k,
+                None if !input => (0, 0),
+                None => {
+                    return Err(fail(format!("cannot tell heads and head size of `{name}` from its shape {shape:?}")));
+                }
+            };
+            slots.push(CacheSlot { name: name.to_owned(), cross: name.contains(".encoder."), heads, head_dim, float });
+            Ok(slots.len() - 1)
         };
-        slots.push(CacheSlot { name: name.to_owned(), cross: name.contains(".encoder."), heads, head_dim, float });
-        Ok(slots.len() - 1)
-    };
     let mut float = None;
     let mut inputs = Vec::new();
     for input in session.inputs() {
@@ -300,7 +312,7 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
             "use_cache_branch" => want(TensorElementType::Bool, Input::UseCacheBranch)?,
             _ if name.starts_with("past_key_values.") => {
                 let f = Float::of(ty).ok_or_else(|| fail(format!("`{name}` is {ty:?}, expected a float tensor")))?;
-                Input::Past(slot_for(&name["past_key_values.".len()..], &shape, f, slots)?)
+                Input::Past(slot_for(&name["past_key_values.".len()..], &shape, f, true, slots)?)
             }
             _ => return Err(fail(format!("takes input `{name}`, which this pipeline does not know how to feed"))),
         };
@@ -317,7 +329,7 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
         } else if let Some(rest) = name.strip_prefix("present.") {
             let (ty, shape) = tensor_type(output.dtype()).unwrap_or((TensorElementType::Float32, Vec::new()));
             let f = Float::of(ty).ok_or_else(|| fail(format!("`{name}` is {ty:?}, expected a float tensor")))?;
-            Output::Present(slot_for(rest, &shape, f, slots)?)
+            Output::Present(slot_for(rest, &shape, f, false, slots)?)
         } else {
             Output::Unused
         };

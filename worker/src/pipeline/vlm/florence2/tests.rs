@@ -298,3 +298,24 @@ fn jobs_of_the_same_task_share_batches_across_jobs() {
     }
     assert_eq!(e.batch_stats(), Some((1, 1)));
 }
+
+/// `vlm.decoder = "split"` runs the first-step and with-past decoders the repositories also
+/// publish, with the same ids as the merged one.
+#[test]
+fn the_split_decoders_give_the_same_ids() {
+    let mut s = settings_for(&fixtures());
+    s.vlm.decoder = docfleet_core::config::VlmDecoderLayout::Split;
+    let vlm = Vlm::load(&s).unwrap();
+    let e = vlm.florence2().unwrap();
+    assert_eq!(e.model_info()["layout"], "split");
+    let max_new_tokens = reference()["max_new_tokens"].as_u64().unwrap() as usize;
+    for case in reference()["generate"].as_array().unwrap().iter().filter(|c| c["pages"].as_array().unwrap().len() > 1)
+    {
+        let names: Vec<&str> = case["pages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let pixels: Vec<f32> = names.iter().flat_map(|n| e.pixel_values(&page_image(n)).unwrap()).collect();
+        let question = e.task_ids(case["task"].as_str().unwrap(), None).unwrap();
+        let (generated, _) = e.generate(&pixels, names.len(), &question, max_new_tokens).unwrap();
+        let want: Vec<Vec<i64>> = case["rows"].as_array().unwrap().iter().map(|r| ids(&r["generated_ids"])).collect();
+        assert_eq!(generated.into_iter().map(|g| g.ids).collect::<Vec<_>>(), want, "{} {names:?}", case["task"]);
+    }
+}
