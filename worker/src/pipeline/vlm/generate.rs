@@ -8,6 +8,11 @@
 //!
 //! The cache never leaves onnxruntime's tensors between steps: each step's `present.*` outputs
 //! are the next step's `past_key_values.*` inputs as they are.
+//!
+//! [`generate`] is the vision-encoder-decoder family's (one `pixel_values` encoder); the decoder
+//! loop itself, [`decode`], takes any encoded batch, so Florence-2 (vision encoder, token
+//! embeddings and text encoder in front, a decoder fed `inputs_embeds`) runs on it too. Float16
+//! exports keep their cache in float16; logits are read as f32.
 
 use std::time::{Duration, Instant};
 
