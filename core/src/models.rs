@@ -106,7 +106,10 @@ pub fn select_paths<'a>(paths: impl IntoIterator<Item = &'a str>, allow: &[Strin
 /// configured `files`, plus what `allow_patterns` selects (everything when neither is set), less
 /// `ignore_patterns` (explicitly configured files are always kept).
 /// With `repo.onnx_variant`, graphs under `onnx/` of other variants are left out (a published
-/// onnx-community repository holds up to eight copies of each graph).
+/// onnx-community repository holds up to eight copies of each graph), and so are the split
+/// decoders (`decoder_model`, `decoder_with_past_model`) where the chosen variant has
+/// `decoder_model_merged` (Florence-2's repositories publish both; the pipeline loads the merged
+/// one unless `vlm.decoder = "split"`, which then lists them in `models.vlm.files`).
 pub fn select_files(repo: &ModelRepo, available: &[String]) -> Vec<String> {
     let mut out: BTreeSet<String> = repo.files.iter().cloned().collect();
     if !repo.allow_patterns.is_empty() || repo.files.is_empty() {
@@ -115,6 +118,17 @@ pub fn select_files(repo: &ModelRepo, available: &[String]) -> Vec<String> {
         if let Some(variant) = repo.onnx_variant {
             let chosen = variant.resolve(available.iter().map(String::as_str));
             picked.retain(|f| VlmDtype::of_file(f).is_none_or(|d| d == chosen));
+            let merged = chosen.file_name("decoder_model_merged");
+            if picked.contains(&merged) {
+                let split: Vec<String> = ["decoder_model", "decoder_with_past_model"]
+                    .iter()
+                    .flat_map(|g| {
+                        let f = chosen.file_name(g);
+                        [format!("{f}_data"), f]
+                    })
+                    .collect();
+                picked.retain(|f| !split.contains(f));
+            }
         }
         out.extend(picked);
     }
@@ -759,6 +773,39 @@ mod tests {
             listing.iter().filter(|f| VlmDtype::of_file(f).is_none_or(|d| d == VlmDtype::Fp32)).cloned().collect();
         let picked = select_files(&with(VlmDtype::Auto, true), &fp32_only);
         assert!(picked.contains(&"onnx/vision_encoder.onnx".to_string()), "{picked:?}");
+
+        // A Florence-2 listing: four graphs plus the split decoders, which the merged one stands for.
+        let mut florence: Vec<String> = vec!["config.json".into(), "preprocessor_config.json".into()];
+        for graph in ["vision_encoder", "embed_tokens", "encoder_model", "decoder_model", "decoder_with_past_model"]
+            .into_iter()
+            .chain(["decoder_model_merged"])
+        {
+            for suffix in ["", "_fp16", "_int8", "_q4"] {
+                florence.push(format!("onnx/{graph}{suffix}.onnx"));
+            }
+        }
+        let graphs = |repo: &ModelRepo| -> Vec<String> {
+            select_files(repo, &florence).into_iter().filter(|f| f.ends_with(".onnx")).collect()
+        };
+        assert_eq!(
+            graphs(&with(VlmDtype::Int8, false)),
+            [
+                "onnx/decoder_model_merged_int8.onnx",
+                "onnx/embed_tokens_int8.onnx",
+                "onnx/encoder_model_int8.onnx",
+                "onnx/vision_encoder_int8.onnx"
+            ]
+        );
+        assert_eq!(graphs(&with(VlmDtype::Auto, false)).len(), 4);
+        // Without the merged decoder the split ones are kept; files listed by name always are.
+        let no_merged: Vec<String> = florence.iter().filter(|f| !f.contains("merged")).cloned().collect();
+        assert!(select_files(&with(VlmDtype::Fp32, false), &no_merged).contains(&"onnx/decoder_model.onnx".into()));
+        let listed = ModelRepo {
+            files: vec!["onnx/decoder_model.onnx".into()],
+            allow_patterns: vec!["*".into()],
+            ..with(VlmDtype::Fp32, false)
+        };
+        assert!(select_files(&listed, &florence).contains(&"onnx/decoder_model.onnx".into()));
     }
 
     #[test]

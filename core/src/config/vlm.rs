@@ -24,7 +24,8 @@ pub struct VlmSettings {
     /// Most tokens a job may ask for with `params.max_new_tokens`.
     pub max_new_tokens_limit: usize,
     /// Task prompt for jobs that give none (`params.prompt`), e.g. `<s_cord-v2>`; empty: the
-    /// decoder start token alone.
+    /// decoder start token alone. Florence-2: the task token for jobs without `params.task`
+    /// (empty: `<OCR>`), e.g. `<OCR_WITH_REGION>`.
     pub prompt: String,
     /// Resolution at which PDF pages are rasterised, in dots per inch (18–600).
     pub pdf_dpi: f32,
@@ -424,7 +425,7 @@ pub struct VlmPreset {
 }
 
 /// The presets: granite-docling, SmolDocling and SmolVLM (Idefics3); Qwen2-VL-2B and
-/// Qwen2.5-VL-3B (Qwen2-VL).
+/// Qwen2.5-VL-3B (Qwen2-VL); Florence-2-base and -large (Florence-2).
 pub const VLM_PRESETS: &[VlmPreset] = &[
     VlmPreset {
         repo_ids: &["ibm-granite/granite-docling-258M", "onnx-community/granite-docling-258M-ONNX"],
@@ -467,7 +468,23 @@ pub const VLM_PRESETS: &[VlmPreset] = &[
         prompt: QWEN_OCR_PROMPT,
         max_new_tokens: 2048,
     },
+    // Florence-2 (docs/vlm.md): `vlm.prompt` is the default task token; the model card's token limit.
+    VlmPreset {
+        repo_ids: &["microsoft/Florence-2-base", "onnx-community/Florence-2-base"],
+        onnx_repo: "onnx-community/Florence-2-base",
+        prompt: FLORENCE_DEFAULT_TASK,
+        max_new_tokens: 1024,
+    },
+    VlmPreset {
+        repo_ids: &["microsoft/Florence-2-large", "onnx-community/Florence-2-large"],
+        onnx_repo: "onnx-community/Florence-2-large",
+        prompt: FLORENCE_DEFAULT_TASK,
+        max_new_tokens: 1024,
+    },
 ];
+
+/// The Florence-2 presets' default task: plain reading.
+const FLORENCE_DEFAULT_TASK: &str = "<OCR>";
 
 /// The Qwen2-VL presets' task prompt: plain reading, as the Qwen model cards' OCR examples ask.
 const QWEN_OCR_PROMPT: &str = "Read all the text in the image.";
@@ -557,6 +574,26 @@ mod tests {
         assert_eq!(VlmDtype::Auto.resolve(true, false), VlmDtype::Fp32);
         assert_eq!(VlmDtype::Auto.resolve(false, true), VlmDtype::Fp32);
         assert_eq!(VlmDtype::Int8.resolve(true, true), VlmDtype::Int8);
+    }
+
+    #[test]
+    fn florence_presets_name_the_onnx_community_exports() {
+        let p = super::VlmPreset::for_repo("microsoft/Florence-2-large").unwrap();
+        assert_eq!((p.onnx_repo, p.prompt, p.max_new_tokens), ("onnx-community/Florence-2-large", "<OCR>", 1024));
+        let loaded = load(&[("DOCFLEET__MODELS__VLM__REPO_ID", "microsoft/Florence-2-base")]).unwrap();
+        let s = &loaded.settings;
+        assert_eq!(s.models.vlm.repo_id, "onnx-community/Florence-2-base");
+        assert_eq!((s.vlm.prompt.as_str(), s.vlm.max_new_tokens), ("<OCR>", 1024));
+        assert!(loaded.warnings.iter().any(|w| w.contains("onnx-community/Florence-2-base")), "{:?}", loaded.warnings);
+        // What the user sets wins over the preset.
+        let loaded = load(&[
+            ("DOCFLEET__MODELS__VLM__REPO_ID", "onnx-community/Florence-2-base"),
+            ("DOCFLEET__VLM__PROMPT", "<OCR_WITH_REGION>"),
+            ("DOCFLEET__VLM__DTYPE", "int8"),
+        ])
+        .unwrap();
+        assert_eq!(loaded.settings.vlm.prompt, "<OCR_WITH_REGION>");
+        assert_eq!(loaded.settings.models.vlm.onnx_variant.map(|v| v.dtype), Some(VlmDtype::Int8));
     }
 
     #[test]

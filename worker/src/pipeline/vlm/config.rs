@@ -234,7 +234,8 @@ pub enum ProcessorKind {
     /// `DonutImageProcessor` (and `NougatImageProcessor` without margin cropping): long-axis
     /// alignment, shortest-edge resize, thumbnail, centre padding.
     Donut,
-    /// `ViTImageProcessor` (TrOCR): the whole image resized to the model's size.
+    /// `ViTImageProcessor` (TrOCR), and `CLIPImageProcessor` with a fixed `{height, width}` size
+    /// and no centre crop (Florence-2): the whole image resized to the model's size.
     Vit,
 }
 
@@ -286,10 +287,23 @@ impl ImageProcessorConfig {
             ProcessorKind::Donut
         } else if class.starts_with("ViT") {
             ProcessorKind::Vit
+        } else if class.starts_with("CLIP") {
+            // CLIP's own default is a shortest-edge resize and a centre crop; a fixed size with the
+            // crop off (or cropping to that same size) is a plain resize, as ViT's.
+            let fixed = get(v, "size").is_some_and(|s| s.get("height").is_some() && s.get("width").is_some());
+            let crop_is_noop = !flag("do_center_crop", true)? || get(v, "crop_size") == get(v, "size");
+            if !(fixed && crop_is_noop) {
+                return Err(Error::Model(format!(
+                    "{}: CLIPImageProcessor is supported with `size` {{height, width}} and `do_center_crop` false \
+                     (Florence-2's), not a shortest-edge resize or a centre crop",
+                    path.display()
+                )));
+            }
+            ProcessorKind::Vit
         } else {
             return Err(Error::Model(format!(
                 "{}: image processor `{class}` is not supported (supported: DonutImageProcessor, \
-                 NougatImageProcessor without do_crop_margin, ViTImageProcessor)",
+                 NougatImageProcessor without do_crop_margin, ViTImageProcessor, CLIPImageProcessor at a fixed size)",
                 path.display()
             )));
         };
@@ -392,6 +406,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.height, c.width), (32, 64));
+    }
+
+    #[test]
+    fn a_fixed_size_clip_processor_is_a_plain_resize() {
+        let c = ImageProcessorConfig::from_value(
+            &json!({"image_processor_type": "CLIPImageProcessor", "size": {"height": 768, "width": 768},
+                    "do_center_crop": false, "resample": 3, "image_mean": [0.485, 0.456, 0.406]}),
+            p(),
+        )
+        .unwrap();
+        assert_eq!((c.kind, c.height, c.width, c.resample), (ProcessorKind::Vit, 768, 768, Filter::Bicubic));
+        assert_eq!(c.image_mean, [0.485, 0.456, 0.406]);
+        let cropped = json!({"image_processor_type": "CLIPImageProcessor", "size": {"height": 768, "width": 768},
+                             "crop_size": {"height": 224, "width": 224}});
+        let err = ImageProcessorConfig::from_value(&cropped, p()).unwrap_err().to_string();
+        assert!(err.contains("do_center_crop"), "{err}");
     }
 
     #[test]

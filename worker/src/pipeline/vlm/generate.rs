@@ -8,6 +8,11 @@
 //!
 //! The cache never leaves onnxruntime's tensors between steps: each step's `present.*` outputs
 //! are the next step's `past_key_values.*` inputs as they are.
+//!
+//! [`generate`] is the vision-encoder-decoder family's (one `pixel_values` encoder); the decoder
+//! loop itself, [`decode`], takes any encoded batch, so Florence-2 (vision encoder, token
+//! embeddings and text encoder in front, a decoder fed `inputs_embeds`) runs on it too. Float16
+//! exports keep their cache in float16; logits are read as f32.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +21,8 @@ use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::config::GenerationConfig;
-use super::session::{Input, Output, Sessions};
+use super::session::{Decoders, Input, Output, Sessions};
+use super::tensors::{keep_rows, read_f32};
 
 /// Why a sequence ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,18 +187,9 @@ fn ort_err(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::Model(format!("{what}: {e}"))
 }
 
-/// Copy the rows `keep` (batch dimension 0) of an f32 tensor into a new one.
-fn keep_rows(value: &DynValue, keep: &[usize]) -> Result<DynValue> {
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err("reading a cache tensor"))?;
-    let mut dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-    let row: usize = dims[1..].iter().product();
-    let mut out = Vec::with_capacity(keep.len() * row);
-    for &r in keep {
-        out.extend_from_slice(&data[r * row..(r + 1) * row]);
-    }
-    dims[0] = keep.len();
-    Ok(Tensor::from_array((dims, out)).map_err(ort_err("building a cache tensor"))?.into_dyn())
-}
+/// Embeddings of a step's tokens (`ids`, `rows × len`), for decoders that take `inputs_embeds`
+/// (Florence-2: its `embed_tokens` graph); the time it took is counted as decoder time.
+pub type EmbedTokens<'a> = dyn Fn(&[i64], [usize; 2]) -> Result<DynValue> + 'a;
 
 /// Generate for `batch` images given as `pixel_values` (`batch × 3 × height × width`, f32),
 /// all starting from `prompt`, for at most `max_new_tokens` tokens each.
@@ -213,7 +210,7 @@ pub fn generate(
     let shape = [batch, image_shape[0], image_shape[1], image_shape[2]];
 
     // Encoder, once for the batch.
-    let mut encoded: DynValue = {
+    let encoded: DynValue = {
         let enc = &sessions.encoder;
         let input = TensorRef::from_array_view((shape, pixel_values)).map_err(ort_err("pixel_values"))?;
         let mut session = enc.lock();
@@ -226,14 +223,32 @@ pub fn generate(
             .remove(enc.output.as_str())
             .ok_or_else(|| Error::Model(format!("{} returned no {}", enc.file, enc.output)))?
     };
-    let encoder_positions = encoded
-        .try_extract_tensor::<f32>()
-        .map_err(ort_err("reading the encoder output"))?
-        .0
-        .get(1)
-        .copied()
-        .unwrap_or(0)
-        .max(0) as usize;
+    decode(&sessions.decoders, encoded, batch, prompt, max_new_tokens, rules, None, times, started)
+}
+
+/// The decoder loop over an encoded batch (`encoded`: `batch × positions × hidden`, every
+/// position attended): greedy steps with the KV cache from `prompt` on, until every row stops.
+/// `embed` feeds decoders that take `inputs_embeds`; `times` already holds the encoder side and
+/// `started` is when the whole generation began.
+#[allow(clippy::too_many_arguments)]
+pub fn decode(
+    sessions: &Decoders,
+    mut encoded: DynValue,
+    batch: usize,
+    prompt: &[i64],
+    max_new_tokens: usize,
+    rules: &Rules,
+    embed: Option<&EmbedTokens<'_>>,
+    mut times: Times,
+    started: Instant,
+) -> Result<(Vec<Generated>, Times)> {
+    if batch == 0 || prompt.is_empty() || max_new_tokens == 0 {
+        return Err(Error::InvalidInput("nothing to generate (no image, empty prompt or no tokens allowed)".into()));
+    }
+    let encoder_positions = match encoded.dtype() {
+        ort::value::ValueType::Tensor { shape, .. } => shape.get(1).copied().unwrap_or(0).max(0) as usize,
+        other => return Err(Error::Model(format!("the encoder output is not a tensor ({other:?})"))),
+    };
 
     let max_length = prompt.len() + max_new_tokens;
     let mut seqs: Vec<Vec<i64>> = vec![prompt.to_vec(); batch];
@@ -276,7 +291,7 @@ pub fn generate(
                 // On the first step the (merged) decoder ignores its cache inputs: empty ones do.
                 Input::Past(slot) if cache[slot].is_none() => {
                     let s = &sessions.slots[slot];
-                    Some(Tensor::from_array(([n, s.heads, 0, s.head_dim], Vec::<f32>::new())).map(Tensor::into_dyn))
+                    Some(Ok(s.float.tensor(vec![n, s.heads, 0, s.head_dim], &[])?))
                 }
                 _ => None,
             };
@@ -290,11 +305,27 @@ pub fn generate(
         }
         let input_ids = TensorRef::from_array_view(([n, seq_len], &ids[..])).map_err(ort_err("input_ids"))?;
         let mut input_ids = Some(input_ids);
+        let embeds = match (embed, dec.inputs.contains(&Input::InputsEmbeds)) {
+            (Some(embed), true) => {
+                let t = Instant::now();
+                let v = embed(&ids, [n, seq_len])?;
+                times.decoder += t.elapsed();
+                Some(v)
+            }
+            (None, true) => {
+                return Err(Error::Model(format!(
+                    "{} takes inputs_embeds, which this model family does not feed",
+                    dec.file
+                )));
+            }
+            _ => None,
+        };
         let mut inputs: Vec<SessionInputValue<'_>> = Vec::with_capacity(dec.inputs.len());
         for (input, made) in dec.inputs.iter().zip(&plan) {
             let value: SessionInputValue<'_> = match (*input, made) {
                 (_, Some(i)) => (&owned[*i]).into(),
                 (Input::InputIds, None) => input_ids.take().expect("one input_ids input").into(),
+                (Input::InputsEmbeds, None) => embeds.as_ref().expect("embedded above").into(),
                 (Input::EncoderHiddenStates, None) => (&encoded).into(),
                 (Input::Past(slot), None) => cache[slot].as_ref().expect("checked when planning").into(),
                 (other, None) => unreachable!("{other:?} is always built"),
@@ -328,7 +359,16 @@ pub fn generate(
             cache[slot] = Some(value);
         }
         let logits = logits.ok_or_else(|| Error::Model(format!("{} returned no logits", dec.file)))?;
-        let (lshape, ldata) = logits.try_extract_tensor::<f32>().map_err(ort_err("reading logits"))?;
+        // float16 logits (a float16 export) are read as f32: the same order, so the same arg-max.
+        let converted;
+        let (lshape, ldata): (Vec<i64>, &[f32]) = match logits.try_extract_tensor::<f32>() {
+            Ok((shape, data)) => (shape.to_vec(), data),
+            Err(_) => {
+                let (shape, data) = read_f32(&logits, "logits")?;
+                converted = data;
+                (shape.iter().map(|&d| d as i64).collect(), &converted[..])
+            }
+        };
         let (rows, positions, vocab) = match lshape[..] {
             [b, p, v] if b as usize == n && p >= 1 && v >= 1 => (b as usize, p as usize, v as usize),
             _ => return Err(Error::Model(format!("{}: logits of shape {lshape:?} for batch {n}", dec.file))),

@@ -4,9 +4,15 @@
 //! encoded and decoded greedily with a KV cache in batches of `vlm.batch_size` ([`generate`]),
 //! and the generated ids become text through the model's own tokenizer ([`tokenizer`]). The
 //! result lists per page the text, the ids, why generation stopped and where the time went.
+//!
+//! Other families share that engine or the decoder-only one ([`idefics3`]) and add only their
+//! preprocessing, prompts and positions: Florence-2 ([`florence2`], on this encoder-decoder
+//! loop), Idefics3 and Qwen2-VL ([`qwen2vl`], on the decoder-only loop); `vlm.engine = "openai"`
+//! sends pages to a server instead ([`openai`]).
 
 pub mod batching;
 pub mod config;
+pub mod florence2;
 pub mod generate;
 pub mod idefics3;
 pub mod openai;
@@ -15,6 +21,7 @@ pub mod qwen2vl;
 pub mod resample;
 pub mod result;
 pub mod session;
+pub mod tensors;
 #[cfg(test)]
 mod tests;
 pub mod tokenizer;
@@ -174,7 +181,7 @@ impl VlmEngine {
         json!({
             "id": self.snapshot.id(),
             "revision": self.snapshot.revision,
-            "layout": self.sessions.layout.name(),
+            "layout": self.sessions.decoders.layout.name(),
             "onnx_dir": self.onnx_dir,
             "encoder": self.model.encoder_type,
             "decoder": self.model.decoder_type,
@@ -422,16 +429,19 @@ fn job_params(params: &Map<String, Value>, limit: usize) -> Result<(Option<Strin
 }
 
 /// The model families the pipeline knows, by `config.json`'s `model_type`.
-pub const FAMILIES: [&str; 3] = [
+pub const FAMILIES: [&str; 4] = [
     "vision-encoder-decoder (Donut, TrOCR, Nougat)",
     "idefics3 (granite-docling, SmolDocling, SmolVLM)",
     "qwen2_vl / qwen2_5_vl (Qwen2-VL, Qwen2.5-VL and fine-tunes)",
+    "florence2 (Florence-2-base, Florence-2-large)",
 ];
 
 /// The loaded model of one family.
 enum Family {
     VisionEncoderDecoder(Arc<VlmEngine>),
     Idefics3(Arc<idefics3::Idefics3Engine>),
+    /// Florence-2: encoder-decoder on the vision-encoder-decoder loop.
+    Florence2(Arc<florence2::Florence2Engine>),
     /// Any model, on an OpenAI-compatible server (`vlm.engine = "openai"`).
     Openai(Arc<openai::OpenaiEngine>),
 }
@@ -441,20 +451,34 @@ pub struct Vlm {
     family: Family,
 }
 
-/// Which family `models.vlm` is, from its `config.json` (`None`: not readable yet; the loader
-/// names what is missing).
-fn family_of(settings: &Settings) -> Result<Option<bool>> {
-    let Ok(snap) = models::resolve(&settings.models, "vlm", &settings.models.vlm) else { return Ok(None) };
-    let Ok(bytes) = std::fs::read(snap.file("config.json")) else { return Ok(None) };
-    let Ok(config) = serde_json::from_slice::<Value>(&bytes) else { return Ok(None) };
+/// The engine a model's `config.json` calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EngineKind {
+    /// Not readable yet: the vision-encoder-decoder loader names what is missing.
+    Unknown,
+    VisionEncoderDecoder,
+    DecoderOnly,
+    Florence2,
+}
+
+/// Which family `models.vlm` is, from its `config.json`.
+fn family_of(settings: &Settings) -> Result<EngineKind> {
+    let Ok(snap) = models::resolve(&settings.models, "vlm", &settings.models.vlm) else {
+        return Ok(EngineKind::Unknown);
+    };
+    let Ok(bytes) = std::fs::read(snap.file("config.json")) else { return Ok(EngineKind::Unknown) };
+    let Ok(config) = serde_json::from_slice::<Value>(&bytes) else { return Ok(EngineKind::Unknown) };
     // The Qwen2-VL family runs on the Idefics3 decoder-only engine.
     if idefics3::is_idefics3(&config) || qwen2vl::is_qwen2vl(&config) {
-        return Ok(Some(true));
+        return Ok(EngineKind::DecoderOnly);
+    }
+    if florence2::is_florence2(&config) {
+        return Ok(EngineKind::Florence2);
     }
     let is_ved =
         config.get("encoder").is_some_and(Value::is_object) && config.get("decoder").is_some_and(Value::is_object);
     if is_ved {
-        return Ok(Some(false));
+        return Ok(EngineKind::VisionEncoderDecoder);
     }
     let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("(none)");
     Err(Error::Model(format!(
@@ -485,6 +509,14 @@ impl Vlm {
         }
     }
 
+    /// The Florence-2 engine, if that is the family loaded.
+    pub fn florence2(&self) -> Option<&Arc<florence2::Florence2Engine>> {
+        match &self.family {
+            Family::Florence2(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The OpenAI-compatible server engine, if that is the engine configured.
     pub fn openai(&self) -> Option<&Arc<openai::OpenaiEngine>> {
         match &self.family {
@@ -499,9 +531,12 @@ impl Vlm {
             return Ok(Self { family: Family::Openai(Arc::new(openai::OpenaiEngine::load(settings)?)) });
         }
         let loaded = match family_of(settings) {
-            Ok(Some(true)) => models::resolve(&settings.models, "vlm", &settings.models.vlm)
+            Ok(EngineKind::DecoderOnly) => models::resolve(&settings.models, "vlm", &settings.models.vlm)
                 .and_then(|snap| idefics3::Idefics3Engine::load(settings, snap))
                 .map(|e| Self { family: Family::Idefics3(Arc::new(e)) }),
+            Ok(EngineKind::Florence2) => models::resolve(&settings.models, "vlm", &settings.models.vlm)
+                .and_then(|snap| florence2::Florence2Engine::load(settings, snap))
+                .map(|e| Self { family: Family::Florence2(Arc::new(e)) }),
             Ok(_) => VlmEngine::load(settings).map(|e| Self::new(Arc::new(e))),
             Err(e) => Err(e),
         };
@@ -524,6 +559,7 @@ impl Pipeline for Vlm {
         Some(match &self.family {
             Family::VisionEncoderDecoder(e) => e.pdf_dpi(),
             Family::Idefics3(e) => e.pdf_dpi(),
+            Family::Florence2(e) => e.pdf_dpi(),
             Family::Openai(e) => e.pdf_dpi(),
         })
     }
@@ -541,6 +577,7 @@ impl Pipeline for Vlm {
         let family = match &self.family {
             Family::VisionEncoderDecoder(e) => Family::VisionEncoderDecoder(e.clone()),
             Family::Idefics3(e) => Family::Idefics3(e.clone()),
+            Family::Florence2(e) => Family::Florence2(e.clone()),
             Family::Openai(e) => {
                 let (result, text, markdown) = e.read_document(&bytes, pages, &params).await?;
                 return Ok(PipelineOutput { result, text: Some(text), markdown: Some(markdown) });
@@ -549,6 +586,7 @@ impl Pipeline for Vlm {
         let (result, text) = tokio::task::spawn_blocking(move || match family {
             Family::VisionEncoderDecoder(e) => e.read_rasterized(&bytes, pages.as_deref(), &params),
             Family::Idefics3(e) => e.read_rasterized(&bytes, pages.as_deref(), &params),
+            Family::Florence2(e) => e.read_rasterized(&bytes, pages.as_deref(), &params),
             Family::Openai(_) => unreachable!("served above"),
         })
         .await

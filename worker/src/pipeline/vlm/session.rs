@@ -4,6 +4,11 @@
 //! `past_key_values.<name>` fed from the previous step's `present.<name>` (`…decoder…` entries
 //! grow every step, `…encoder…` cross-attention entries are computed once). Either one merged
 //! decoder (`decoder_model_merged.onnx`) or a first-step decoder and a with-past decoder.
+//!
+//! The decoders ([`Decoders`]) stand alone, so families whose encoder side is more than one
+//! `pixel_values` graph (Florence-2: vision encoder, token embeddings, text encoder) reuse them and
+//! the generation loop; such a decoder may take `inputs_embeds` (fed from the family's
+//! `embed_tokens` graph) instead of `input_ids`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +18,7 @@ use docfleet_core::{Error, Result};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
+use super::tensors::Float;
 use crate::runtime::Runtime;
 
 /// How the decoder is exported.
@@ -47,6 +53,8 @@ pub const ENCODER_FILE: &str = "encoder_model.onnx";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {
     InputIds,
+    /// The embeddings of the step's tokens (Florence-2's decoder; [`Input::InputIds`] otherwise).
+    InputsEmbeds,
     EncoderHiddenStates,
     /// All ones, `batch × encoder positions`.
     EncoderAttentionMask,
@@ -76,11 +84,15 @@ pub struct CacheSlot {
     pub cross: bool,
     pub heads: usize,
     pub head_dim: usize,
+    /// Float32, or float16 in a float16 export (Florence-2's `_fp16` graphs).
+    pub float: Float,
 }
 
 /// A session with its inputs and outputs classified, run one call at a time.
 pub struct DecoderSession {
     pub file: String,
+    /// The float type of its `inputs_embeds` / `encoder_hidden_states` (float32 unless a float16 export).
+    pub float: Float,
     session: Mutex<Session>,
     pub inputs: Vec<Input>,
     pub outputs: HashMap<String, Output>,
@@ -106,10 +118,43 @@ impl EncoderSession {
     }
 }
 
-/// Every session of one model.
+/// Every session of one vision-encoder-decoder model.
 pub struct Sessions {
-    pub layout: Layout,
     pub encoder: EncoderSession,
+    pub decoders: Decoders,
+}
+
+impl Sessions {
+    /// Load the sessions from `dir` (the folder holding the ONNX files); `id` prefixes their names.
+    pub fn load(runtime: &Runtime, dir: &Path, layout: Layout, id: &str) -> Result<Self> {
+        let encoder = runtime.session(&dir.join(ENCODER_FILE), &format!("{id}/{ENCODER_FILE}"))?;
+        let (enc_input, enc_output) = encoder_io(&encoder, ENCODER_FILE)?;
+        let files: Vec<String> = layout.decoder_files().iter().map(|f| f.to_string()).collect();
+        let decoders = Decoders::load(runtime, dir, layout, &files, id)?;
+        if !decoders.first.inputs.contains(&Input::InputIds) {
+            return Err(Error::Model(format!("{} has no `input_ids` input", decoders.first.file)));
+        }
+        if decoders.slots.iter().any(|s| s.float != Float::F32) || decoders.first.float != Float::F32 {
+            return Err(Error::Model(format!(
+                "{}: float16 tensors (only float32 vision-encoder-decoder exports are supported)",
+                decoders.first.file
+            )));
+        }
+        Ok(Self {
+            encoder: EncoderSession {
+                file: ENCODER_FILE.into(),
+                session: Mutex::new(encoder),
+                input: enc_input,
+                output: enc_output,
+            },
+            decoders,
+        })
+    }
+}
+
+/// The decoder session(s) of an encoder-decoder model and their KV cache slots.
+pub struct Decoders {
+    pub layout: Layout,
     /// The merged decoder, or `decoder_model.onnx`.
     pub first: DecoderSession,
     /// `decoder_with_past_model.onnx` (split layout).
@@ -117,36 +162,22 @@ pub struct Sessions {
     pub slots: Vec<CacheSlot>,
 }
 
-impl Sessions {
-    /// Load the sessions from `dir` (the folder holding the ONNX files); `id` prefixes their names.
-    pub fn load(runtime: &Runtime, dir: &Path, layout: Layout, id: &str) -> Result<Self> {
+impl Decoders {
+    /// Open `files` (relative to `dir`: the merged decoder, or the first-step and with-past ones)
+    /// and check they fit together; `id` prefixes their names.
+    pub fn load(runtime: &Runtime, dir: &Path, layout: Layout, files: &[String], id: &str) -> Result<Self> {
         let open = |file: &str| runtime.session(&dir.join(file), &format!("{id}/{file}"));
-        let encoder = open(ENCODER_FILE)?;
-        let (enc_input, enc_output) = encoder_io(&encoder, ENCODER_FILE)?;
-        let files = layout.decoder_files();
-        let first = open(files[0])?;
+        let first = open(&files[0])?;
         let with_past = files.get(1).map(|f| open(f)).transpose()?;
-
         let mut slots: Vec<CacheSlot> = Vec::new();
-        let first = classify(first, files[0], &mut slots)?;
+        let first = classify(first, &files[0], &mut slots)?;
         let with_past = match with_past {
-            Some(s) => Some(classify(s, files[1], &mut slots)?),
+            Some(s) => Some(classify(s, &files[1], &mut slots)?),
             None => None,
         };
-        let sessions = Self {
-            layout,
-            encoder: EncoderSession {
-                file: ENCODER_FILE.into(),
-                session: Mutex::new(encoder),
-                input: enc_input,
-                output: enc_output,
-            },
-            first,
-            with_past,
-            slots,
-        };
-        sessions.check()?;
-        Ok(sessions)
+        let decoders = Self { layout, first, with_past, slots };
+        decoders.check()?;
+        Ok(decoders)
     }
 
     /// The session for a step.
@@ -163,8 +194,8 @@ impl Sessions {
         let step = self.decoder(false);
         for (session, needs_cache) in [(&self.first, self.with_past.is_none()), (step, true)] {
             let has = |i: Input| session.inputs.contains(&i);
-            if !has(Input::InputIds) {
-                return Err(Error::Model(format!("{} has no `input_ids` input", session.file)));
+            if !has(Input::InputIds) && !has(Input::InputsEmbeds) {
+                return Err(Error::Model(format!("{} has no `input_ids` (or `inputs_embeds`) input", session.file)));
             }
             if !session.outputs.values().any(|o| *o == Output::Logits) {
                 return Err(Error::Model(format!("{} has no `logits` output", session.file)));
@@ -230,17 +261,30 @@ fn encoder_io(session: &Session, file: &str) -> Result<(String, String)> {
 /// Classify a decoder session's inputs and outputs, adding the cache slots it names to `slots`.
 fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<DecoderSession> {
     let fail = |why: String| Error::Model(format!("{file}: {why}"));
-    let slot_for = |name: &str, shape: &[i64], slots: &mut Vec<CacheSlot>| -> Result<usize> {
-        if let Some(i) = slots.iter().position(|s| s.name == name) {
-            return Ok(i);
-        }
-        let dim = |i: usize| shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
-        let (Some(heads), Some(head_dim)) = (dim(1), dim(3)) else {
-            return Err(fail(format!("cannot tell heads and head size of `{name}` from its shape {shape:?}")));
+    // A cache input must tell its heads and head size (the first step feeds empty ones of that
+    // shape); an output may leave them open (a first-step decoder's cross-attention `present.*`),
+    // to be read from the input of the session that takes it back.
+    let slot_for =
+        |name: &str, shape: &[i64], float: Float, input: bool, slots: &mut Vec<CacheSlot>| -> Result<usize> {
+            let dim = |i: usize| shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
+            let known = dim(1).zip(dim(3));
+            if let Some(i) = slots.iter().position(|s| s.name == name) {
+                if let (Some((heads, head_dim)), 0) = (known, slots[i].heads) {
+                    (slots[i].heads, slots[i].head_dim) = (heads, head_dim);
+                }
+                return Ok(i);
+            }
+            let (heads, head_dim) = match known {
+                Some(k) => k,
+                None if !input => (0, 0),
+                None => {
+                    return Err(fail(format!("cannot tell heads and head size of `{name}` from its shape {shape:?}")));
+                }
+            };
+            slots.push(CacheSlot { name: name.to_owned(), cross: name.contains(".encoder."), heads, head_dim, float });
+            Ok(slots.len() - 1)
         };
-        slots.push(CacheSlot { name: name.to_owned(), cross: name.contains(".encoder."), heads, head_dim });
-        Ok(slots.len() - 1)
-    };
+    let mut float = None;
     let mut inputs = Vec::new();
     for input in session.inputs() {
         let name = input.name();
@@ -254,15 +298,21 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
         };
         let role = match name {
             "input_ids" => want(TensorElementType::Int64, Input::InputIds)?,
-            "encoder_hidden_states" => want(TensorElementType::Float32, Input::EncoderHiddenStates)?,
+            "inputs_embeds" | "encoder_hidden_states" => {
+                let f =
+                    Float::of(ty).ok_or_else(|| fail(format!("input `{name}` is {ty:?}, expected a float tensor")))?;
+                if float.is_some_and(|g| g != f) {
+                    return Err(fail(format!("input `{name}` is {ty:?}, unlike the other float inputs")));
+                }
+                float = Some(f);
+                if name == "inputs_embeds" { Input::InputsEmbeds } else { Input::EncoderHiddenStates }
+            }
             "encoder_attention_mask" => want(TensorElementType::Int64, Input::EncoderAttentionMask)?,
             "decoder_attention_mask" | "attention_mask" => want(TensorElementType::Int64, Input::DecoderAttentionMask)?,
             "use_cache_branch" => want(TensorElementType::Bool, Input::UseCacheBranch)?,
             _ if name.starts_with("past_key_values.") => {
-                if ty != TensorElementType::Float32 {
-                    return Err(fail(format!("`{name}` is {ty:?}: only float32 exports are supported")));
-                }
-                Input::Past(slot_for(&name["past_key_values.".len()..], &shape, slots)?)
+                let f = Float::of(ty).ok_or_else(|| fail(format!("`{name}` is {ty:?}, expected a float tensor")))?;
+                Input::Past(slot_for(&name["past_key_values.".len()..], &shape, f, true, slots)?)
             }
             _ => return Err(fail(format!("takes input `{name}`, which this pipeline does not know how to feed"))),
         };
@@ -272,17 +322,19 @@ fn classify(session: Session, file: &str, slots: &mut Vec<CacheSlot>) -> Result<
     for output in session.outputs() {
         let name = output.name();
         let role = if name == "logits" {
-            if tensor_type(output.dtype()).map(|t| t.0) != Some(TensorElementType::Float32) {
-                return Err(fail("`logits` is not float32 (only float32 exports are supported)".into()));
+            if tensor_type(output.dtype()).and_then(|t| Float::of(t.0)).is_none() {
+                return Err(fail("`logits` is not a float tensor".into()));
             }
             Output::Logits
         } else if let Some(rest) = name.strip_prefix("present.") {
-            let shape = tensor_type(output.dtype()).map(|t| t.1).unwrap_or_default();
-            Output::Present(slot_for(rest, &shape, slots)?)
+            let (ty, shape) = tensor_type(output.dtype()).unwrap_or((TensorElementType::Float32, Vec::new()));
+            let f = Float::of(ty).ok_or_else(|| fail(format!("`{name}` is {ty:?}, expected a float tensor")))?;
+            Output::Present(slot_for(rest, &shape, f, false, slots)?)
         } else {
             Output::Unused
         };
         outputs.insert(name.to_owned(), role);
     }
-    Ok(DecoderSession { file: file.to_owned(), session: Mutex::new(session), inputs, outputs })
+    let float = float.unwrap_or(Float::F32);
+    Ok(DecoderSession { file: file.to_owned(), float, session: Mutex::new(session), inputs, outputs })
 }
