@@ -19,6 +19,7 @@ mod fleet;
 mod idefics3;
 mod ocr;
 mod openai;
+mod qwen2vl;
 mod scaler;
 mod summary;
 mod vlm;
@@ -131,6 +132,29 @@ enum Command {
         #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
         python: String,
     },
+    /// docfleet's Qwen2-VL generation vs a Python onnxruntime loop on the same graphs and
+    /// transformers' generate: tokens/s per batch size and per image tokens per page, on the random
+    /// model `scripts/vlm/bench_qwen2vl.py make DIR` writes.
+    Qwen2vl {
+        /// The bench model directory.
+        #[arg(long, default_value = "~/.cache/docfleet/qwen2vl-bench")]
+        model: String,
+        /// onnxruntime (and torch) intra-op threads on every side.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Rows `BATCH:MAX_PIXELS` (`vlm.max_pixels`: 784 pixels per image token), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1:200704,4:200704,8:200704,1:50176,1:451584")]
+        rows: Vec<String>,
+        /// Tokens generated per page (stop tokens suppressed until then).
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        /// onnxruntime's intra-op threads spin between operators on both sides.
+        #[arg(long)]
+        spinning: bool,
+        /// Python of the vlm venv (torch, transformers, onnxruntime).
+        #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
+        python: String,
+    },
     /// docfleet's Idefics3 generation vs a Python onnxruntime loop on the same graphs and
     /// transformers' generate: tokens/s per batch size and time outside session.run, on the
     /// SmolVLM-256M-sized random model `scripts/vlm/make_idefics3.py --bench DIR` writes.
@@ -232,6 +256,18 @@ async fn main() -> anyhow::Result<()> {
                 idefics3::run(&model, &python, threads, &batch, new_tokens, split, spinning)
             })
             .await??
+        }
+        Command::Qwen2vl { model, threads, rows, new_tokens, spinning, python } => {
+            let (model, python) = (expand_home(&model), expand_home(&python));
+            let rows = rows
+                .iter()
+                .map(|r| {
+                    let (b, p) = r.split_once(':').with_context(|| format!("row {r:?}: BATCH:MAX_PIXELS"))?;
+                    Ok((b.parse()?, p.parse()?))
+                })
+                .collect::<anyhow::Result<Vec<(usize, u64)>>>()?;
+            tokio::task::spawn_blocking(move || qwen2vl::run(&model, &python, threads, &rows, new_tokens, spinning))
+                .await??
         }
         Command::Openai { pages, max_in_flight, max_tokens, threads, continuous_batching, python } => {
             openai::run(pages, &max_in_flight, max_tokens, threads, continuous_batching, python).await?
