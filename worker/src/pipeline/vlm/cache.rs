@@ -30,7 +30,7 @@ pub struct Preallocated<'a> {
 pub struct CacheDevice {
     /// `Allocator` is `Send` but not `Sync`; a step holds its decoder's lock anyway.
     allocator: Mutex<Allocator>,
-    device: AllocationDevice,
+    device: AllocationDevice<'static>,
     device_id: i32,
     /// For logs and `model_info.cache`: `cpu` or `cuda:<id>`.
     pub name: String,
@@ -90,7 +90,7 @@ impl CacheDevice {
     pub fn upload(&self, value: &DynValue) -> Result<DynValue> {
         let fail = |e: ort::Error| Error::Model(format!("copying a cache tensor to {}: {e}", self.name));
         let tensor = value.view().downcast::<DynTensorValueType>().map_err(fail)?;
-        Ok(tensor.to(self.device, self.device_id).map_err(fail)?.into_dyn())
+        Ok(tensor.to(self.device.clone(), self.device_id).map_err(fail)?.into_dyn())
     }
 }
 

@@ -187,7 +187,8 @@ impl Decoders {
     /// (`vlm.cache_on_device`).
     pub fn keep_cache_on_device(&mut self, runtime: &Runtime) -> Result<()> {
         let step = self.decoder(false);
-        self.cache_device = Some(CacheDevice::new(&step.lock(), &step.file, runtime)?);
+        let device = CacheDevice::new(&step.lock(), &step.file, runtime)?;
+        self.cache_device = Some(device);
         Ok(())
     }
 
