@@ -339,7 +339,9 @@ pub fn decode(
         }
 
         let options = match &sessions.cache_device {
-            Some(device) => Some(cache_options(device, sessions, dec, &cache, n, past_len + seq_len, encoder_positions)?),
+            Some(device) => {
+                Some(cache_options(device, sessions, dec, &cache, n, past_len + seq_len, encoder_positions)?)
+            }
             None => None,
         };
         let mut session = dec.lock();
@@ -348,8 +350,7 @@ pub fn decode(
             Some(options) => session.run_with_options(&inputs[..], options),
             None => session.run(&inputs[..]),
         };
-        let outputs = run
-            .map_err(|e| Error::Model(format!("{} failed at step {step} (batch {n}): {e}", dec.file)))?;
+        let outputs = run.map_err(|e| Error::Model(format!("{} failed at step {step} (batch {n}): {e}", dec.file)))?;
         times.decoder += t.elapsed();
         times.steps += 1;
         let mut logits = None;

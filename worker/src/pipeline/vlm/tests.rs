@@ -242,10 +242,10 @@ fn reproduce_generate_references(engines: &[Arc<VlmEngine>]) -> (usize, usize) {
     for engine in engines {
         let layout = engine.model_info()["layout"].clone();
         // The default variant is generation_config.json itself.
-        assert_eq!(rules_for(&engine, "default"), engine.rules);
+        assert_eq!(rules_for(engine, "default"), engine.rules);
         for (key, singles) in r["references"]["single"].as_object().unwrap() {
             let variant = key.split('/').next().unwrap();
-            let rules = rules_for(&engine, variant);
+            let rules = rules_for(engine, variant);
             let singles = singles.as_array().unwrap();
             let prompt = ids(&singles[0]["decoder_input_ids"]);
             for (i, want) in singles.iter().enumerate() {
