@@ -39,9 +39,9 @@ pub struct VlmSettings {
     /// each decoder step's `present.*` cache outputs (self-attention, and the encoder-decoder
     /// families' cross-attention entries) on the execution provider's device, so the KV cache
     /// stays there between steps instead of onnxruntime copying it to host memory after every
-    /// step and back before the next. Unset:
-    /// on with a GPU execution provider, off on CPU (where host memory is the device; `true` then
-    /// runs the same preallocated-output path in host memory).
+    /// step and back before the next. Unset: on with a GPU execution provider, off on CPU (where
+    /// host memory is the device; `true` then runs the same preallocated-output path in host
+    /// memory).
     pub cache_on_device: Option<bool>,
     /// How long a batch with room waits for more pages to merge, in milliseconds (0–1000).
     pub batch_max_wait_ms: u64,

@@ -268,13 +268,13 @@ impl Idefics3Engine {
         }
     }
 
-    /// Model facts for result records.
     /// Where the KV cache lives between steps: `host` (onnxruntime's outputs) or the device its
     /// outputs are preallocated on (`vlm.cache_on_device`).
     fn cache_location(&self) -> &str {
         cache::location(self.sessions.cache_device.as_ref())
     }
 
+    /// Model facts for result records.
     pub fn model_info(&self) -> Value {
         if let Some(q) = &self.qwen {
             return json!({
