@@ -35,11 +35,13 @@ pub struct VlmSettings {
     /// are left-padded to the longest prompt). Off: each job generates its own pages, jobs side by
     /// side. Unset: on with a GPU execution provider, off on CPU.
     pub batch_across_jobs: Option<bool>,
-    /// Decoder-only families (Idefics3, Qwen2-VL): allocate each step's `present.*` cache outputs
-    /// on the execution provider's device, so the KV cache stays there between steps instead of
-    /// onnxruntime copying it to host memory after every step and back before the next. Unset:
-    /// on with a GPU execution provider, off on CPU (where host memory is the device; `true` then
-    /// runs the same preallocated-output path in host memory).
+    /// Every in-process family (vision-encoder-decoder, Florence-2, Idefics3, Qwen2-VL): allocate
+    /// each decoder step's `present.*` cache outputs (self-attention, and the encoder-decoder
+    /// families' cross-attention entries) on the execution provider's device, so the KV cache
+    /// stays there between steps instead of onnxruntime copying it to host memory after every
+    /// step and back before the next. Unset: on with a GPU execution provider, off on CPU (where
+    /// host memory is the device; `true` then runs the same preallocated-output path in host
+    /// memory).
     pub cache_on_device: Option<bool>,
     /// How long a batch with room waits for more pages to merge, in milliseconds (0–1000).
     pub batch_max_wait_ms: u64,

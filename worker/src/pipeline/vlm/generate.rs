@@ -7,7 +7,11 @@
 //! others.
 //!
 //! The cache never leaves onnxruntime's tensors between steps: each step's `present.*` outputs
-//! are the next step's `past_key_values.*` inputs as they are.
+//! are the next step's `past_key_values.*` inputs as they are. With `vlm.cache_on_device` (on for
+//! GPU providers) they are preallocated on the provider's device ([`CacheDevice`]): the growing
+//! self-attention entries every step, the cross-attention ones on the first (later steps do not
+//! fetch them), so the cache stays there; only the logits come to the host, and a stopped row's
+//! cache is copied out once to compact the batch (the cross-attention entries then go back).
 //!
 //! [`generate`] is the vision-encoder-decoder family's (one `pixel_values` encoder); the decoder
 //! loop itself, [`decode`], takes any encoded batch, so Florence-2 (vision encoder, token
@@ -17,11 +21,12 @@
 use std::time::{Duration, Instant};
 
 use docfleet_core::{Error, Result};
-use ort::session::SessionInputValue;
+use ort::session::{HasSelectedOutputs, RunOptions, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
 
+use super::cache::{CacheDevice, Preallocated};
 use super::config::GenerationConfig;
-use super::session::{Decoders, Input, Output, Sessions};
+use super::session::{DecoderSession, Decoders, Input, Output, Sessions};
 use super::tensors::{keep_rows, read_f32};
 
 /// Why a sequence ended.
@@ -333,11 +338,19 @@ pub fn decode(
             inputs.push(value);
         }
 
+        let options = match &sessions.cache_device {
+            Some(device) => {
+                Some(cache_options(device, sessions, dec, &cache, n, past_len + seq_len, encoder_positions)?)
+            }
+            None => None,
+        };
         let mut session = dec.lock();
         let t = Instant::now();
-        let outputs = session
-            .run(&inputs[..])
-            .map_err(|e| Error::Model(format!("{} failed at step {step} (batch {n}): {e}", dec.file)))?;
+        let run = match &options {
+            Some(options) => session.run_with_options(&inputs[..], options),
+            None => session.run(&inputs[..]),
+        };
+        let outputs = run.map_err(|e| Error::Model(format!("{} failed at step {step} (batch {n}): {e}", dec.file)))?;
         times.decoder += t.elapsed();
         times.steps += 1;
         let mut logits = None;
@@ -393,8 +406,13 @@ pub fn decode(
         }
         if !done.is_empty() && step + 1 < max_new_tokens {
             let keep: Vec<usize> = (0..rows).filter(|r| !done.contains(r)).collect();
-            for value in cache.iter_mut().flatten() {
+            for (slot, value) in cache.iter_mut().enumerate() {
+                let Some(value) = value else { continue };
                 *value = keep_rows(value, &keep)?;
+                // Cross-attention entries are never output again: back onto the device.
+                if let (true, Some(device)) = (sessions.slots[slot].cross, &sessions.cache_device) {
+                    *value = device.upload(value)?;
+                }
             }
             encoded = keep_rows(&encoded, &keep)?;
             active = keep.iter().map(|&r| active[r]).collect();
@@ -407,6 +425,34 @@ pub fn decode(
         .collect();
     times.total = started.elapsed();
     Ok((generated, times))
+}
+
+/// A step's run options with the cache on `device`: every `present.*` output this step keeps
+/// preallocated there — the growing self-attention entries (`total` positions, past + this
+/// step's), and on the first step the cross-attention ones (`encoder_positions`) — and the
+/// cross-attention outputs of later steps (empty stand-ins in a merged decoder) not fetched.
+fn cache_options(
+    device: &CacheDevice,
+    sessions: &Decoders,
+    dec: &DecoderSession,
+    cache: &[Option<DynValue>],
+    rows: usize,
+    total: usize,
+    encoder_positions: usize,
+) -> Result<RunOptions<HasSelectedOutputs>> {
+    let mut outputs = Vec::new();
+    let mut skip = Vec::new();
+    for (name, role) in &dec.outputs {
+        let Output::Present(slot) = *role else { continue };
+        let s = &sessions.slots[slot];
+        if s.cross && cache[slot].is_some() {
+            skip.push(name.as_str());
+        } else if s.heads > 0 {
+            let positions = if s.cross { encoder_positions } else { total };
+            outputs.push(Preallocated { name, float: s.float, shape: [rows, s.heads, positions, s.head_dim] });
+        }
+    }
+    device.run_options(&dec.file, outputs, &skip)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! sends pages to a server instead ([`openai`]).
 
 pub mod batching;
+pub mod cache;
 pub mod config;
 pub mod florence2;
 pub mod generate;
@@ -146,7 +147,10 @@ impl VlmEngine {
         let processor = ImageProcessorConfig::load(&snapshot.file("preprocessor_config.json"))?;
         let tokenizer = Tokenizer::load(&snapshot.file("tokenizer.json"))?;
         let onnx: PathBuf = snapshot.file(onnx_dir);
-        let sessions = Sessions::load(&runtime, &onnx, layout, &snapshot.id())?;
+        let mut sessions = Sessions::load(&runtime, &onnx, layout, &snapshot.id())?;
+        if cache::wanted(settings.vlm.cache_on_device, &runtime) {
+            sessions.decoders.keep_cache_on_device(&runtime)?;
+        }
         if generation.eos_token_ids.is_empty() {
             tracing::warn!(model = %snapshot.id(), "no eos_token_id: every page runs to the token limit");
         }
@@ -188,6 +192,7 @@ impl VlmEngine {
             "input_size": [self.processor.width, self.processor.height],
             "runtime": self.runtime.describe(),
             "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+            "cache": cache::location(self.sessions.decoders.cache_device.as_ref()),
         })
     }
 

@@ -18,6 +18,7 @@ use docfleet_core::{Error, Result};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
+use super::cache::CacheDevice;
 use super::tensors::Float;
 use crate::runtime::Runtime;
 
@@ -160,6 +161,8 @@ pub struct Decoders {
     /// `decoder_with_past_model.onnx` (split layout).
     pub with_past: Option<DecoderSession>,
     pub slots: Vec<CacheSlot>,
+    /// Where the cache outputs live between steps; `None`: onnxruntime's default (host memory).
+    pub cache_device: Option<CacheDevice>,
 }
 
 impl Decoders {
@@ -175,9 +178,18 @@ impl Decoders {
             Some(s) => Some(classify(s, &files[1], &mut slots)?),
             None => None,
         };
-        let decoders = Self { layout, first, with_past, slots };
+        let decoders = Self { layout, first, with_past, slots, cache_device: None };
         decoders.check()?;
         Ok(decoders)
+    }
+
+    /// Keep the cache outputs on the execution provider's device between steps
+    /// (`vlm.cache_on_device`).
+    pub fn keep_cache_on_device(&mut self, runtime: &Runtime) -> Result<()> {
+        let step = self.decoder(false);
+        let device = CacheDevice::new(&step.lock(), &step.file, runtime)?;
+        self.cache_device = Some(device);
+        Ok(())
     }
 
     /// The session for a step.

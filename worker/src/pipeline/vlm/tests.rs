@@ -201,18 +201,51 @@ fn finish(s: &str) -> Finish {
 
 #[test]
 fn greedy_generation_reproduces_transformers_in_both_layouts() {
+    let engines = [engine(VlmDecoderLayout::Merged), engine(VlmDecoderLayout::Split)];
+    for e in &engines {
+        assert_eq!(e.model_info()["cache"], "host", "CPU default: onnxruntime's own outputs");
+    }
+    let (cases, early) = reproduce_generate_references(&engines);
+    assert_eq!(cases, 2 * 6 * 4);
+    assert!(early > 0, "no batch had a row stop before the others");
+}
+
+/// `vlm.cache_on_device = true` (on by default for GPU providers): the decoder's self- and
+/// cross-attention `present.*` outputs preallocated through the provider's allocator (host memory
+/// on CPU) and fed back as they are, the batch compacted from them when a row stops — the same
+/// ids as transformers in both layouts.
+#[test]
+fn a_preallocated_device_cache_reproduces_the_same_tokens() {
+    let engines = [VlmDecoderLayout::Merged, VlmDecoderLayout::Split].map(|layout| {
+        let dir = if layout == VlmDecoderLayout::Split { "split" } else { "merged" };
+        let mut settings = settings_for(&fixtures().join("tiny-ved").join(dir), layout);
+        settings.vlm.cache_on_device = Some(true);
+        let vlm = Vlm::load(&settings).unwrap_or_else(|e| panic!("needs onnxruntime: {e}"));
+        vlm.vision_encoder_decoder().unwrap().clone()
+    });
+    for e in &engines {
+        assert_eq!(e.model_info()["cache"], "cpu", "{}", e.model_info());
+    }
+    let (cases, early) = reproduce_generate_references(&engines);
+    assert_eq!(cases, 2 * 6 * 4);
+    assert!(early > 0, "no batch had a row stop before the others: compaction untested");
+}
+
+/// Every single and batched generate reference through each of `engines`: (single cases checked,
+/// batches in which a row stopped on EOS while others went on).
+fn reproduce_generate_references(engines: &[Arc<VlmEngine>]) -> (usize, usize) {
     let r = reference();
     let (shape, pixels) = read_npy(&fixtures().join("pixel_values.npy"));
     let per = shape[1..].iter().product::<usize>();
     let max_new = r["generation"]["max_new_tokens"].as_u64().unwrap() as usize;
-    let mut cases = 0;
-    for layout in [VlmDecoderLayout::Merged, VlmDecoderLayout::Split] {
-        let engine = engine(layout);
+    let (mut cases, mut early) = (0, 0);
+    for engine in engines {
+        let layout = engine.model_info()["layout"].clone();
         // The default variant is generation_config.json itself.
-        assert_eq!(rules_for(&engine, "default"), engine.rules);
+        assert_eq!(rules_for(engine, "default"), engine.rules);
         for (key, singles) in r["references"]["single"].as_object().unwrap() {
             let variant = key.split('/').next().unwrap();
-            let rules = rules_for(&engine, variant);
+            let rules = rules_for(engine, variant);
             let singles = singles.as_array().unwrap();
             let prompt = ids(&singles[0]["decoder_input_ids"]);
             for (i, want) in singles.iter().enumerate() {
@@ -237,9 +270,13 @@ fn greedy_generation_reproduces_transformers_in_both_layouts() {
                 padded.resize(seq.as_array().unwrap().len(), engine.generation.pad_token_id);
                 assert_eq!(padded, ids(seq), "{layout:?} {key} batched sequence");
             }
+            let longest = got.iter().map(|g| g.ids.len()).max().unwrap_or(0);
+            if got.iter().any(|g| g.finish == Finish::Eos && g.ids.len() < longest) {
+                early += 1;
+            }
         }
     }
-    assert_eq!(cases, 2 * 6 * 4);
+    (cases, early)
 }
 
 /// Whole documents through the pipeline: PNG bytes in, result JSON out, prompts as text.

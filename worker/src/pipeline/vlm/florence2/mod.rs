@@ -32,6 +32,7 @@ use serde_json::{Map, Value, json};
 
 use self::tasks::{DEFAULT_TASK, Task, Tasks};
 use super::batching::{self, GenerationQueue};
+use super::cache;
 use super::config::{GenerationConfig, ImageProcessorConfig, ModelConfig};
 use super::generate::{self, Generated, Rules, Times};
 use super::result;
@@ -238,7 +239,10 @@ impl Florence2Engine {
             &["inputs_embeds", "attention_mask"],
             "last_hidden_state",
         )?;
-        let decoders = Decoders::load(&runtime, root, layout, &decoder_files(layout, dtype), &id)?;
+        let mut decoders = Decoders::load(&runtime, root, layout, &decoder_files(layout, dtype), &id)?;
+        if cache::wanted(settings.vlm.cache_on_device, &runtime) {
+            decoders.keep_cache_on_device(&runtime)?;
+        }
         if !decoders.first.inputs.contains(&super::session::Input::InputsEmbeds) {
             return Err(Error::Model(format!(
                 "{} takes no `inputs_embeds`: not a Florence-2 export's decoder",
@@ -288,6 +292,7 @@ impl Florence2Engine {
             "tasks": self.tasks.names(),
             "runtime": self.runtime.describe(),
             "execution_provider": format!("{:?}", self.runtime.provider()).to_lowercase(),
+            "cache": cache::location(self.decoders.cache_device.as_ref()),
         })
     }
 

@@ -11,7 +11,7 @@
 //! it stops (its cache rows dropped); the cache is never copied otherwise: each step's
 //! `present.*` outputs are the next step's `past_key_values.*` inputs as they are. With
 //! `vlm.cache_on_device` (on for GPU providers) those outputs are preallocated on the provider's
-//! device ([`super::session::CacheDevice`]), so they stay there between steps; only the logits and
+//! device ([`crate::pipeline::vlm::cache::CacheDevice`]), so they stay there between steps; only the logits and
 //! a finished row's compaction come to the host.
 
 use std::borrow::Borrow;
@@ -232,10 +232,7 @@ pub fn generate<P: Borrow<PageInput>>(
         }
         let mut session = s.decoder.lock();
         let t = Instant::now();
-        let options = match &s.cache_device {
-            Some(device) => Some(device.run_options(s, n, total)?),
-            None => None,
-        };
+        let options = s.cache_options(n, total)?;
         let run = match &options {
             Some(options) => session.run_with_options(&inputs[..], options),
             None => session.run(&inputs[..]),

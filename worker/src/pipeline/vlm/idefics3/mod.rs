@@ -30,6 +30,7 @@ use self::preprocess::{Idefics3Processor, Tiles};
 use self::prompt::ChatTemplate;
 use self::session::{GRAPHS, Sessions};
 use super::batching::{self, GenerationQueue};
+use super::cache;
 use super::config::{GenerationConfig, ModelConfig};
 use super::generate::{Generated, Rules, Times};
 use super::qwen2vl::{self, QwenVision};
@@ -211,7 +212,7 @@ impl Idefics3Engine {
         (processor, image_token_id, image_seq_len, qwen): (Idefics3Processor, i64, usize, Option<QwenVision>),
     ) -> Result<Self> {
         let mut sessions = Sessions::load(&runtime, &snap.root, dtype, &snap.id())?;
-        if settings.vlm.cache_on_device.unwrap_or(runtime.provider() != ExecutionProvider::Cpu) {
+        if cache::wanted(settings.vlm.cache_on_device, &runtime) {
             sessions.keep_cache_on_device(&runtime)?;
         }
         if qwen.is_some() != (sessions.position_rank == 3 && sessions.vision_grid.is_some()) {
@@ -267,13 +268,13 @@ impl Idefics3Engine {
         }
     }
 
-    /// Model facts for result records.
     /// Where the KV cache lives between steps: `host` (onnxruntime's outputs) or the device its
     /// outputs are preallocated on (`vlm.cache_on_device`).
     fn cache_location(&self) -> &str {
-        self.sessions.cache_device.as_ref().map_or("host", |d| d.name.as_str())
+        cache::location(self.sessions.cache_device.as_ref())
     }
 
+    /// Model facts for result records.
     pub fn model_info(&self) -> Value {
         if let Some(q) = &self.qwen {
             return json!({

@@ -12,12 +12,12 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use docfleet_core::config::{ExecutionProvider, VlmDtype};
+use docfleet_core::config::VlmDtype;
 use docfleet_core::{Error, Result};
-use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
-use ort::value::{Tensor, TensorElementType, ValueType};
+use ort::session::{HasSelectedOutputs, RunOptions, Session};
+use ort::value::{TensorElementType, ValueType};
 
+use crate::pipeline::vlm::cache::{CacheDevice, Preallocated};
 use crate::runtime::Runtime;
 
 pub const GRAPHS: [&str; 3] = ["vision_encoder", "embed_tokens", "decoder_model_merged"];
@@ -33,52 +33,6 @@ pub struct Graph {
 impl Graph {
     pub fn lock(&self) -> MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Where the decoder's `present.*` outputs are allocated (`vlm.cache_on_device`): on the
-/// execution provider's device, so the KV cache stays there from one step to the next (a plain
-/// run would have onnxruntime copy every output to host memory, and the next run copy it back).
-/// Each step's outputs are preallocated with their known shapes, `[rows, heads, past + new,
-/// head_dim]`; the logits still come back to the host.
-pub struct CacheDevice {
-    /// `Allocator` is `Send` but not `Sync`; a step holds the decoder's lock anyway.
-    allocator: Mutex<Allocator>,
-    /// For logs: `cpu` or `cuda:<id>`.
-    pub name: String,
-}
-
-impl CacheDevice {
-    fn new(decoder: &Graph, runtime: &Runtime) -> Result<Self> {
-        let fail = |e: ort::Error| Error::Model(format!("{}: allocating the cache on the device: {e}", decoder.file));
-        let (allocator, name) = match runtime.provider() {
-            ExecutionProvider::Cpu => (Allocator::default(), "cpu".to_owned()),
-            ExecutionProvider::Cuda | ExecutionProvider::Tensorrt => {
-                let id = runtime.device_id();
-                let info = MemoryInfo::new(AllocationDevice::CUDA, id, AllocatorType::Device, MemoryType::Default)
-                    .map_err(fail)?;
-                (Allocator::new(&decoder.lock(), info).map_err(fail)?, format!("cuda:{id}"))
-            }
-        };
-        Ok(Self { allocator: Mutex::new(allocator), name })
-    }
-
-    /// Run options with every `present.*` output of a step over `rows` rows and `total` positions
-    /// (past + this step's) preallocated here.
-    pub fn run_options(&self, s: &Sessions, rows: usize, total: usize) -> Result<RunOptions<HasSelectedOutputs>> {
-        let fail = |e: ort::Error| Error::Model(format!("{}: preallocating the cache: {e}", s.decoder.file));
-        let allocator = self.allocator.lock().unwrap_or_else(|p| p.into_inner());
-        let mut outputs = OutputSelector::default();
-        for (name, slot) in &s.presents {
-            let slot = &s.slots[*slot];
-            let shape = [rows, slot.heads, total, slot.head_dim];
-            let value = match s.decoder_type {
-                Float::F32 => Tensor::<f32>::new(&allocator, shape).map_err(fail)?.into_dyn(),
-                Float::F16 => Tensor::<half::f16>::new(&allocator, shape).map_err(fail)?.into_dyn(),
-            };
-            outputs = outputs.preallocate(name.clone(), value);
-        }
-        Ok(RunOptions::new().map_err(fail)?.with_outputs(outputs))
     }
 }
 
@@ -277,7 +231,18 @@ impl Sessions {
 
     /// Keep the decoder's cache outputs on the execution provider's device between steps.
     pub fn keep_cache_on_device(&mut self, runtime: &Runtime) -> Result<()> {
-        self.cache_device = Some(CacheDevice::new(&self.decoder, runtime)?);
+        self.cache_device = Some(CacheDevice::new(&self.decoder.lock(), &self.decoder.file, runtime)?);
         Ok(())
+    }
+
+    /// With the cache on a device: run options with every `present.*` output of a step over
+    /// `rows` rows and `total` positions (past + this step's) preallocated there.
+    pub fn cache_options(&self, rows: usize, total: usize) -> Result<Option<RunOptions<HasSelectedOutputs>>> {
+        let Some(device) = &self.cache_device else { return Ok(None) };
+        let outputs = self.presents.iter().map(|(name, slot)| {
+            let slot = &self.slots[*slot];
+            Preallocated { name, float: self.decoder_type, shape: [rows, slot.heads, total, slot.head_dim] }
+        });
+        device.run_options(&self.decoder.file, outputs, &[]).map(Some)
     }
 }
