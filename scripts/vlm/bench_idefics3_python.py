@@ -56,21 +56,27 @@ def load_inputs(model_dir: Path, batch: int, split: bool):
     return proc(text=[text] * batch, images=[[p] for p in chosen], return_tensors="pt", padding=True)
 
 
-class OrtLoop:
-    def __init__(self, model_dir: Path, threads: int, image_token_id: int, spinning: bool):
-        so = ort.SessionOptions()
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        onnx_dir = model_dir / "onnx"
-        mk = lambda n: ort.InferenceSession(str(onnx_dir / f"{n}.onnx"), so, providers=["CPUExecutionProvider"])  # noqa: E731
-        self.vision, self.embed, self.decoder = mk("vision_encoder"), mk("embed_tokens"), mk("decoder_model_merged")
+def ort_sessions(onnx_dir: Path, threads: int, spinning: bool):
+    """The three graphs with the session options docfleet's runtime uses (intra-op threads, spinning as
+    asked, all graph optimisations): vision_encoder, embed_tokens, decoder_model_merged."""
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    mk = lambda n: ort.InferenceSession(str(onnx_dir / f"{n}.onnx"), so, providers=["CPUExecutionProvider"])  # noqa: E731
+    return mk("vision_encoder"), mk("embed_tokens"), mk("decoder_model_merged")
+
+
+class TimedLoop:
+    """A greedy loop over the three graphs that counts the seconds spent inside InferenceSession.run."""
+
+    def __init__(self, model_dir: Path, threads: int, spinning: bool):
+        self.vision, self.embed, self.decoder = ort_sessions(model_dir / "onnx", threads, spinning)
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
         pk = next(i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values."))
         self.kv_heads, self.head_dim = pk.shape[1], pk.shape[3]
-        self.image_token_id = image_token_id
         self.inside = 0.0
 
     def _run(self, sess, feeds):
@@ -79,6 +85,12 @@ class OrtLoop:
             return sess.run(None, feeds)
         finally:
             self.inside += time.perf_counter() - t
+
+
+class OrtLoop(TimedLoop):
+    def __init__(self, model_dir: Path, threads: int, image_token_id: int, spinning: bool):
+        super().__init__(model_dir, threads, spinning)
+        self.image_token_id = image_token_id
 
     def generate(self, enc, new_tokens: int):
         self.inside = 0.0

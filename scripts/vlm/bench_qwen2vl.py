@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_qwen2vl as mq  # noqa: E402  (re-executes with PYTHONHASHSEED=0, sets the offline switches)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_idefics3_python import TimedLoop, bench_transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 PROMPT = mq.TASK_PROMPT
@@ -102,31 +103,10 @@ def inputs(proc, model_dir: Path, batch: int):
     return proc(text=[text] * batch, images=chosen, return_tensors="pt", padding=True)
 
 
-class OrtLoop:
+class OrtLoop(TimedLoop):
     def __init__(self, model_dir: Path, threads: int, spinning: bool):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        mk = lambda n: ort.InferenceSession(str(model_dir / "onnx" / f"{n}.onnx"), so,  # noqa: E731
-                                            providers=["CPUExecutionProvider"])
-        self.vision, self.embed, self.decoder = mk("vision_encoder"), mk("embed_tokens"), mk("decoder_model_merged")
+        super().__init__(model_dir, threads, spinning)
         self.grid_name = next(i.name for i in self.vision.get_inputs() if i.name != "pixel_values")
-        self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
-        pk = next(i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values."))
-        self.kv_heads, self.head_dim = pk.shape[1], pk.shape[3]
-        self.inside = 0.0
-
-    def _run(self, sess, feeds):
-        t = time.perf_counter()
-        try:
-            return sess.run(None, feeds)
-        finally:
-            self.inside += time.perf_counter() - t
 
     def generate(self, enc, new_tokens: int):
         self.inside = 0.0
@@ -165,18 +145,6 @@ class OrtLoop:
         return np.stack(out, 1).tolist(), {"vision_s": t_vision - t0, "prefill_s": t_prefill - t_vision,
                                            "decode_s": t_end - t_prefill, "wall_s": t_end - t0,
                                            "inside_run_s": self.inside}
-
-
-def bench_transformers(model, enc, new_tokens: int):
-    def gen(n):
-        t = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-        return out[:, enc["input_ids"].shape[1]:].tolist(), time.perf_counter() - t
-
-    _, first = gen(1)
-    ids, wall = gen(new_tokens)
-    return ids, {"vision_prefill_s": first, "decode_s": wall - first, "wall_s": wall}
 
 
 def run(args):
