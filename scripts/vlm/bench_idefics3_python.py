@@ -86,6 +86,27 @@ class TimedLoop:
         finally:
             self.inside += time.perf_counter() - t
 
+    def decode(self, emb, mask, pos, new_tokens: int, next_positions):
+        """Prefill and greedy steps: exactly `new_tokens` ids per row ([B, new_tokens]) and the time the
+        prefill ended. `next_positions(mask, cache_len)` gives a step's position_ids."""
+        B = emb.shape[0]
+        past = {n: np.zeros((B, self.kv_heads, 0, self.head_dim), np.float32) for n in self.past_names}
+        out, t_prefill = [], None
+        for step in range(new_tokens):
+            res = self._run(self.decoder, {"inputs_embeds": emb, "attention_mask": mask, "position_ids": pos, **past})
+            nxt = res[0][:, -1, :].argmax(-1)
+            out.append(nxt)
+            if step == 0:
+                t_prefill = time.perf_counter()
+            if step + 1 == new_tokens:
+                break
+            past = {n: res[1 + k] for k, n in enumerate(self.past_names)}
+            emb = self._run(self.embed, {"input_ids": nxt[:, None].astype(np.int64)})[0]
+            cache_len = mask.shape[1]
+            mask = np.concatenate([mask, np.ones((B, 1), np.int64)], 1)
+            pos = next_positions(mask, cache_len)
+        return np.stack(out, 1).tolist(), t_prefill
+
 
 class OrtLoop(TimedLoop):
     def __init__(self, model_dir: Path, threads: int, image_token_id: int, spinning: bool):
@@ -106,23 +127,8 @@ class OrtLoop(TimedLoop):
         emb[ids == self.image_token_id] = feats
         t_vision = time.perf_counter()
         pos = np.where(mask == 0, 1, np.cumsum(mask, -1) - 1)
-        past = {n: np.zeros((B, self.kv_heads, 0, self.head_dim), np.float32) for n in self.past_names}
-        out = []
-        t_prefill = None
-        for step in range(new_tokens):
-            res = self._run(self.decoder, {"inputs_embeds": emb, "attention_mask": mask, "position_ids": pos, **past})
-            nxt = res[0][:, -1, :].argmax(-1)
-            out.append(nxt)
-            if step == 0:
-                t_prefill = time.perf_counter()
-            if step + 1 == new_tokens:
-                break
-            past = {n: res[1 + k] for k, n in enumerate(self.past_names)}
-            emb = self._run(self.embed, {"input_ids": nxt[:, None].astype(np.int64)})[0]
-            mask = np.concatenate([mask, np.ones((B, 1), np.int64)], 1)
-            pos = mask.sum(-1, keepdims=True) - 1
+        ids_out, t_prefill = self.decode(emb, mask, pos, new_tokens, lambda m, _: m.sum(-1, keepdims=True) - 1)
         t_end = time.perf_counter()
-        ids_out = np.stack(out, 1).tolist()
         return ids_out, {"vision_s": t_vision - t0, "prefill_s": t_prefill - t_vision, "decode_s": t_end - t_prefill,
                          "wall_s": t_end - t0, "inside_run_s": self.inside}
 

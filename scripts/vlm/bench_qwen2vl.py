@@ -126,23 +126,11 @@ class OrtLoop(TimedLoop):
         emb[ids == mq.IMAGE_ID] = np.concatenate(feats, 0)
         pos, deltas = mq.rope_index(ids, grids, mask)
         t_vision = time.perf_counter()
-        past = {n: np.zeros((B, self.kv_heads, 0, self.head_dim), np.float32) for n in self.past_names}
-        out, t_prefill = [], None
-        for step in range(new_tokens):
-            res = self._run(self.decoder, {"inputs_embeds": emb, "attention_mask": mask, "position_ids": pos, **past})
-            nxt = res[0][:, -1, :].argmax(-1)
-            out.append(nxt)
-            if step == 0:
-                t_prefill = time.perf_counter()
-            if step + 1 == new_tokens:
-                break
-            past = {n: res[1 + k] for k, n in enumerate(self.past_names)}
-            emb = self._run(self.embed, {"input_ids": nxt[:, None].astype(np.int64)})[0]
-            cache_len = mask.shape[1]
-            mask = np.concatenate([mask, np.ones((B, 1), np.int64)], 1)
-            pos = np.broadcast_to((cache_len + deltas)[None, :, None], (3, B, 1)).copy()
+        ids_out, t_prefill = self.decode(
+            emb, mask, pos, new_tokens,
+            lambda m, cache_len: np.broadcast_to((cache_len + deltas)[None, :, None], (3, B, 1)).copy())
         t_end = time.perf_counter()
-        return np.stack(out, 1).tolist(), {"vision_s": t_vision - t0, "prefill_s": t_prefill - t_vision,
+        return ids_out, {"vision_s": t_vision - t0, "prefill_s": t_prefill - t_vision,
                                            "decode_s": t_end - t_prefill, "wall_s": t_end - t0,
                                            "inside_run_s": self.inside}
 
