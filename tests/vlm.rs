@@ -56,6 +56,16 @@ fn docfleet(cwd: &Path, binary: &str, model: &Path) -> Command {
     cmd
 }
 
+/// `docfleet enqueue --pipeline vlm [--params PARAMS] DIR` from `cwd`, with `model`; its stdout.
+fn enqueue_vlm(cwd: &Path, model: &Path, params: Option<&str>, dir: &Path) -> String {
+    let mut cmd = docfleet(cwd, "docfleet", model);
+    cmd.args(["enqueue", "--pipeline", "vlm"]);
+    if let Some(p) = params {
+        cmd.args(["--params", p]);
+    }
+    ok(run_with_timeout(cmd.arg(dir), LIMIT))
+}
+
 fn ids(v: &Value) -> Vec<i64> {
     v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|x| x.as_i64().unwrap()).collect()
 }
@@ -130,14 +140,7 @@ fn bad_images_and_prompts_become_error_records_and_the_worker_goes_on() {
     std::fs::create_dir(&long).unwrap();
     std::fs::copy(fixtures().join("images/receipt.png"), long.join("receipt.png")).unwrap();
 
-    let enqueue = |params: Option<&str>, dir: &Path| {
-        let mut cmd = docfleet(tmp.path(), "docfleet", &model);
-        cmd.args(["enqueue", "--pipeline", "vlm"]);
-        if let Some(p) = params {
-            cmd.args(["--params", p]);
-        }
-        ok(run_with_timeout(cmd.arg(dir), LIMIT))
-    };
+    let enqueue = |params: Option<&str>, dir: &Path| enqueue_vlm(tmp.path(), &model, params, dir);
     assert!(enqueue(None, &docs).contains("enqueued 2 jobs, 0 failed"));
     let params = serde_json::json!({"prompt": r["error_cases"]["prompt_too_long"]["prompt"]}).to_string();
     assert!(enqueue(Some(&params), &long).contains("enqueued 1 jobs, 0 failed"));
@@ -396,14 +399,7 @@ fn a_worker_answers_florence2_tasks_with_text_and_boxes() {
         std::fs::copy(model.join(format!("images/{page}.png")), d.join(format!("{page}.png"))).unwrap();
         d
     };
-    let enqueue = |params: Option<&str>, dir: &Path| {
-        let mut cmd = docfleet(tmp.path(), "docfleet", &model);
-        cmd.args(["enqueue", "--pipeline", "vlm"]);
-        if let Some(p) = params {
-            cmd.args(["--params", p]);
-        }
-        ok(run_with_timeout(cmd.arg(dir), LIMIT))
-    };
+    let enqueue = |params: Option<&str>, dir: &Path| enqueue_vlm(tmp.path(), &model, params, dir);
     enqueue(Some(r#"{"task": "<OCR_WITH_REGION>"}"#), &dir("regions", "landscape"));
     enqueue(None, &dir("plain", "strip_wide"));
     enqueue(Some(r#"{"task": "<SEGMENT_EVERYTHING>"}"#), &dir("unknown", "tiny"));

@@ -39,34 +39,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import sys
 from pathlib import Path
 
-# optimum's decoder merge names initializers through set iteration (str hashing): pin the hash seed.
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import warnings  # noqa: E402
+# Importing make_idefics3 first runs its preamble before torch loads: it pins PYTHONHASHSEED (optimum's
+# decoder merge names initializers through set iteration, i.e. str hashing; this re-executes this script
+# when unset), sets the offline Hugging Face environment and silences warnings.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_idefics3 import log, onnx_signatures, save_npy, seed_all, sha256_file  # noqa: E402
+from make_qwen2vl import _page  # noqa: E402  (the same page drawings)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
-
-warnings.filterwarnings("ignore")
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_idefics3 import log, onnx_signatures, save_npy, seed_all, sha256_file  # noqa: E402
-from make_qwen2vl import _page  # noqa: E402  (the same page drawings)
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "fixtures" / "vlm" / "florence2"

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use docfleet_core::Result;
+use docfleet_core::{Error, Result};
 
 use super::generate::{Generated, Times};
 
@@ -32,6 +32,30 @@ pub struct Row {
     pub batch_id: u64,
     pub batch_size: usize,
     pub times: Times,
+}
+
+/// A job's rows from [`GenerationQueue::generate`], in page order, each with its page's own
+/// value (preprocessing time, prompt …) through `page`. A model error names its page (from 1);
+/// batches are numbered from 0 in the order this job's pages met them.
+pub fn job_pages<P, T>(
+    rows: Vec<Result<Row>>,
+    per_page: impl IntoIterator<Item = P>,
+    mut page: impl FnMut(Row, P, usize) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut seen: Vec<u64> = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, (row, own)) in rows.into_iter().zip(per_page).enumerate() {
+        let row = row.map_err(|e| match e {
+            Error::Model(m) => Error::Model(format!("page {}: {m}", i + 1)),
+            other => other,
+        })?;
+        let batch = seen.iter().position(|&b| b == row.batch_id).unwrap_or_else(|| {
+            seen.push(row.batch_id);
+            seen.len() - 1
+        });
+        out.push(page(row, own, batch)?);
+    }
+    Ok(out)
 }
 
 struct Request<P> {

@@ -256,21 +256,9 @@ impl VlmEngine {
             self.generate(&px, pages.len(), &key.prompt, key.max_new_tokens)
         };
         let rows = queue.generate(&key, pixels, &run);
-        // Batches numbered in the order this job's pages met them.
-        let mut seen: Vec<u64> = Vec::new();
-        let mut out = Vec::with_capacity(rows.len());
-        for (i, (row, preprocess)) in rows.into_iter().zip(prep).enumerate() {
-            let row = row.map_err(|e| match e {
-                Error::Model(m) => Error::Model(format!("page {}: {m}", i + 1)),
-                other => other,
-            })?;
-            let batch = seen.iter().position(|&b| b == row.batch_id).unwrap_or_else(|| {
-                seen.push(row.batch_id);
-                seen.len() - 1
-            });
-            out.push(self.page_text(row.generated, prompt, preprocess, batch, row.batch_size, row.times)?);
-        }
-        Ok(out)
+        batching::job_pages(rows, prep, |row, preprocess, batch| {
+            self.page_text(row.generated, prompt, preprocess, batch, row.batch_size, row.times)
+        })
     }
 
     /// How many generation batches ran across jobs, and how many of them merged pages.
@@ -414,23 +402,30 @@ fn job_params(params: &Map<String, Value>, limit: usize) -> Result<(Option<Strin
             PARAMS.join(", ")
         )));
     }
-    let prompt = match params.get("prompt") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => return Err(Error::InvalidJob(format!("params.prompt must be a string, got {other}"))),
-    };
-    let max_new_tokens = match params.get("max_new_tokens") {
-        None | Some(Value::Null) => None,
+    Ok((string_param(params, "prompt")?, max_new_tokens_param(params, limit)?))
+}
+
+/// `params.<key>`, a string or absent (or null).
+pub(crate) fn string_param(params: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Error::InvalidJob(format!("params.{key} must be a string, got {other}"))),
+    }
+}
+
+/// `params.max_new_tokens`: absent (or null), or a whole number from 1 to `limit`
+/// (`vlm.max_new_tokens_limit`).
+pub(crate) fn max_new_tokens_param(params: &Map<String, Value>, limit: usize) -> Result<Option<usize>> {
+    match params.get("max_new_tokens") {
+        None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n as usize <= limit => Some(n as usize),
-            _ => {
-                return Err(Error::InvalidJob(format!(
-                    "params.max_new_tokens must be a whole number from 1 to {limit} (vlm.max_new_tokens_limit), got {v}"
-                )));
-            }
+            Some(n) if n >= 1 && n as usize <= limit => Ok(Some(n as usize)),
+            _ => Err(Error::InvalidJob(format!(
+                "params.max_new_tokens must be a whole number from 1 to {limit} (vlm.max_new_tokens_limit), got {v}"
+            ))),
         },
-    };
-    Ok((prompt, max_new_tokens))
+    }
 }
 
 /// The model families the pipeline knows, by `config.json`'s `model_type`.

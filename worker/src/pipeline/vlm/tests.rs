@@ -4,13 +4,15 @@
 //! three repetition-guard variants. Tests that run the model need onnxruntime
 //! (`scripts/setup/onnxruntime.sh`) and fail, saying so, without it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use docfleet_core::config::VlmDecoderLayout;
 use docfleet_core::{Error, Settings};
 use image::RgbImage;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 use super::config::ImageProcessorConfig;
 use super::generate::{Finish, Rules};
@@ -24,9 +26,25 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vlm")
 }
 
+/// A family's fixtures: `tests/fixtures/vlm/<family>`. Shared with the family tests, as are the
+/// helpers below marked `pub(super)`.
+pub(super) fn fixture_dir(family: &str) -> PathBuf {
+    fixtures().join(family)
+}
+
 fn reference() -> &'static Value {
-    static REF: OnceLock<Value> = OnceLock::new();
-    REF.get_or_init(|| serde_json::from_slice(&std::fs::read(fixtures().join("reference.json")).unwrap()).unwrap())
+    reference_in(&fixtures())
+}
+
+/// `dir/reference.json`, read once per directory (kept for the whole test run).
+pub(super) fn reference_in(dir: &Path) -> &'static Value {
+    static REFS: Mutex<BTreeMap<PathBuf, &'static Value>> = Mutex::new(BTreeMap::new());
+    let mut refs = REFS.lock().unwrap_or_else(PoisonError::into_inner);
+    refs.entry(dir.to_owned()).or_insert_with(|| {
+        let path = dir.join("reference.json");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Box::leak(Box::new(serde_json::from_slice(&bytes).unwrap()))
+    })
 }
 
 /// A little-endian float32 `.npy` file: (shape, values). Shared with the Idefics3 tests.
@@ -50,13 +68,35 @@ pub(super) fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 
 /// A fixture image as the pipeline sees it: the PNG through the worker's page rasteriser.
 fn page(rel: &str) -> RgbImage {
-    let bytes = std::fs::read(fixtures().join(rel)).unwrap();
+    rasterized(&fixtures().join(rel))
+}
+
+/// An image file as the pipeline sees it: through the worker's page rasteriser, first page.
+pub(super) fn rasterized(path: &Path) -> RgbImage {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (_, pages) = crate::document::rasterize(&bytes, &docfleet_core::config::Limits::default(), 150.0).unwrap();
     pages.into_iter().next().unwrap().image
 }
 
-fn ids(v: &Value) -> Vec<i64> {
+/// A JSON list of token ids.
+pub(super) fn ids(v: &Value) -> Vec<i64> {
     v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|x| x.as_i64().unwrap()).collect()
+}
+
+/// SHA-256 of float32 values as little-endian bytes (how the scripts hash large tensors), hex.
+pub(super) fn sha256_f32(values: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for v in values {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Default settings with the model in `dir`.
+pub(super) fn model_settings(dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.models.vlm.dir = Some(dir.to_owned());
+    s
 }
 
 fn assert_bitwise(got: &[f32], want: &[f32], what: &str) {
@@ -176,8 +216,7 @@ fn engine(layout: VlmDecoderLayout) -> Arc<VlmEngine> {
 }
 
 fn settings_for(dir: &Path, layout: VlmDecoderLayout) -> Settings {
-    let mut s = Settings::default();
-    s.models.vlm.dir = Some(dir.to_owned());
+    let mut s = model_settings(dir);
     s.vlm.decoder = layout;
     s
 }

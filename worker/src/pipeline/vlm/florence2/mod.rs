@@ -39,6 +39,7 @@ use super::result;
 use super::session::{Decoders, Layout};
 use super::tensors::{Float, read_f32};
 use super::tokenizer::Tokenizer;
+use super::{max_new_tokens_param, string_param};
 use crate::document::{Rasterized, given_or_rasterize};
 use crate::runtime::Runtime;
 
@@ -448,8 +449,8 @@ impl Florence2Engine {
             pixels.push(self.page_pixels(img, i + 1)?);
             prep.push(t.elapsed());
         }
-        let mut out = Vec::with_capacity(pages.len());
         let Some(queue) = &self.across_jobs else {
+            let mut out = Vec::with_capacity(pages.len());
             let size = self.settings.batch_size;
             for (b, (chunk, prep)) in pixels.chunks(size).zip(prep.chunks(size)).enumerate() {
                 let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
@@ -469,25 +470,9 @@ impl Florence2Engine {
             self.generate(&flat, batch.len(), &key.prompt, key.max_new_tokens)
         };
         let rows = queue.generate(&key, pixels, &run);
-        let mut seen: Vec<u64> = Vec::new();
-        for (i, (row, preprocess)) in rows.into_iter().zip(prep).enumerate() {
-            let row = row.map_err(|e| match e {
-                Error::Model(m) => Error::Model(format!("page {}: {m}", i + 1)),
-                other => other,
-            })?;
-            let batch = seen.iter().position(|&b| b == row.batch_id).unwrap_or_else(|| {
-                seen.push(row.batch_id);
-                seen.len() - 1
-            });
-            out.push(PageResult {
-                generated: row.generated,
-                preprocess,
-                batch,
-                batch_size: row.batch_size,
-                times: row.times,
-            });
-        }
-        Ok(out)
+        batching::job_pages(rows, prep, |row, preprocess, batch| {
+            Ok(PageResult { generated: row.generated, preprocess, batch, batch_size: row.batch_size, times: row.times })
+        })
     }
 
     /// The generated ids as `batch_decode(..., skip_special_tokens=False)` of the whole decoder
@@ -571,21 +556,6 @@ fn job_params(params: &Map<String, Value>, limit: usize) -> Result<(Option<Strin
             PARAMS.join(", ")
         )));
     }
-    let string = |key: &str| match params.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::InvalidJob(format!("params.{key} must be a string, got {other}"))),
-    };
-    let max_new_tokens = match params.get("max_new_tokens") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n as usize <= limit => Some(n as usize),
-            _ => {
-                return Err(Error::InvalidJob(format!(
-                    "params.max_new_tokens must be a whole number from 1 to {limit} (vlm.max_new_tokens_limit), got {v}"
-                )));
-            }
-        },
-    };
-    Ok((string("task")?, string("text_input")?, max_new_tokens))
+    let max_new_tokens = max_new_tokens_param(params, limit)?;
+    Ok((string_param(params, "task")?, string_param(params, "text_input")?, max_new_tokens))
 }

@@ -8,57 +8,34 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use docfleet_core::{Error, Settings};
+use docfleet_core::Error;
 use image::RgbImage;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::Florence2Engine;
 use super::tasks::{self, Tasks};
 use crate::pipeline::vlm::Vlm;
 use crate::pipeline::vlm::generate::Finish;
-use crate::pipeline::vlm::tests::read_npy;
+use crate::pipeline::vlm::tests::{fixture_dir, ids, model_settings, rasterized, read_npy, reference_in, sha256_f32};
 use crate::pipeline::vlm::tokenizer::Tokenizer;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vlm/florence2")
+    fixture_dir("florence2")
 }
 
 fn reference() -> &'static Value {
-    static REF: OnceLock<Value> = OnceLock::new();
-    REF.get_or_init(|| serde_json::from_slice(&std::fs::read(fixtures().join("reference.json")).unwrap()).unwrap())
+    reference_in(&fixtures())
 }
 
 /// A page as the pipeline sees it: the PNG through the worker's rasteriser.
 fn page_image(name: &str) -> RgbImage {
-    let bytes = std::fs::read(fixtures().join(format!("images/{name}.png"))).unwrap();
-    let (_, pages) = crate::document::rasterize(&bytes, &docfleet_core::config::Limits::default(), 150.0).unwrap();
-    pages.into_iter().next().unwrap().image
+    rasterized(&fixtures().join(format!("images/{name}.png")))
 }
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|x| x.as_i64().unwrap()).collect()
-}
-
-fn sha256_f32(values: &[f32]) -> String {
-    let mut h = Sha256::new();
-    for v in values {
-        h.update(v.to_le_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn settings_for(dir: &Path) -> Settings {
-    let mut s = Settings::default();
-    s.models.vlm.dir = Some(dir.to_owned());
-    s
-}
-
 fn engine() -> Arc<Florence2Engine> {
     static ENGINE: OnceLock<Arc<Florence2Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let vlm = Vlm::load(&settings_for(&fixtures())).unwrap_or_else(|e| {
+            let vlm = Vlm::load(&model_settings(&fixtures())).unwrap_or_else(|e| {
                 panic!("cannot load the florence2 fixture (needs onnxruntime: run `scripts/setup/onnxruntime.sh`): {e}")
             });
             vlm.florence2().expect("the Florence-2 engine").clone()
@@ -154,7 +131,7 @@ fn reproduce_generate(e: &Florence2Engine, cases: &Value) -> usize {
 #[test]
 fn a_preallocated_device_cache_reproduces_the_same_tokens() {
     use docfleet_core::config::{VlmDecoderLayout, VlmDtype};
-    let mut s = settings_for(&fixtures());
+    let mut s = model_settings(&fixtures());
     s.vlm.cache_on_device = Some(true);
     for (layout, dtype, cases, want) in [
         (VlmDecoderLayout::Merged, VlmDtype::Fp32, &reference()["generate"], 14),
@@ -240,10 +217,10 @@ fn a_corrupt_graph_or_an_unknown_default_task_fails_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixtures(), dir.path());
     std::fs::write(dir.path().join("onnx/encoder_model.onnx"), b"not an onnx graph").unwrap();
-    let err = Vlm::load(&settings_for(dir.path())).err().expect("a corrupt graph is refused").to_string();
+    let err = Vlm::load(&model_settings(dir.path())).err().expect("a corrupt graph is refused").to_string();
     assert!(err.contains("encoder_model.onnx"), "{err}");
 
-    let mut s = settings_for(&fixtures());
+    let mut s = model_settings(&fixtures());
     s.vlm.prompt = "<SEGMENT_ME>".into();
     let err = Vlm::load(&s).err().expect("an unknown task is refused").to_string();
     assert!(err.contains("vlm.prompt") && err.contains("<OD>"), "{err}");
@@ -266,7 +243,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// and reproduces their own greedy reference, single and batched.
 #[test]
 fn the_fp16_variant_reproduces_its_reference() {
-    let mut s = settings_for(&fixtures());
+    let mut s = model_settings(&fixtures());
     s.vlm.dtype = docfleet_core::config::VlmDtype::Fp16;
     let vlm = Vlm::load(&s).unwrap();
     let e = vlm.florence2().unwrap();
@@ -278,7 +255,7 @@ fn the_fp16_variant_reproduces_its_reference() {
 /// gets its own page's reference ids back.
 #[test]
 fn jobs_of_the_same_task_share_batches_across_jobs() {
-    let mut s = settings_for(&fixtures());
+    let mut s = model_settings(&fixtures());
     s.vlm.batch_across_jobs = Some(true);
     s.vlm.batch_max_wait_ms = 500;
     s.vlm.max_new_tokens = reference()["max_new_tokens"].as_u64().unwrap() as usize;
@@ -322,7 +299,7 @@ fn jobs_of_the_same_task_share_batches_across_jobs() {
 /// publish, with the same ids as the merged one.
 #[test]
 fn the_split_decoders_give_the_same_ids() {
-    let mut s = settings_for(&fixtures());
+    let mut s = model_settings(&fixtures());
     s.vlm.decoder = docfleet_core::config::VlmDecoderLayout::Split;
     let vlm = Vlm::load(&s).unwrap();
     let e = vlm.florence2().unwrap();

@@ -476,20 +476,9 @@ impl Idefics3Engine {
             self.generate(batch, limit)
         };
         let rows = queue.generate(&key, inputs, &run);
-        let mut seen: Vec<u64> = Vec::new();
-        let mut out = Vec::with_capacity(rows.len());
-        for (i, (row, p)) in rows.into_iter().zip(prep).enumerate() {
-            let row = row.map_err(|e| match e {
-                Error::Model(m) => Error::Model(format!("page {}: {m}", i + 1)),
-                other => other,
-            })?;
-            let batch = seen.iter().position(|&b| b == row.batch_id).unwrap_or_else(|| {
-                seen.push(row.batch_id);
-                seen.len() - 1
-            });
-            out.push(Self::page_result(row.generated, p, batch, row.batch_size, row.times));
-        }
-        Ok(out)
+        batching::job_pages(rows, prep, |row, p, batch| {
+            Ok(Self::page_result(row.generated, p, batch, row.batch_size, row.times))
+        })
     }
 
     fn read_pages_alone(

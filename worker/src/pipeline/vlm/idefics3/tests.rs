@@ -3,10 +3,10 @@
 //! greedy token ids single and batched with splitting on and off, whole documents, bad input.
 //! Tests that run the model need onnxruntime (`scripts/setup/onnxruntime.sh`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use docfleet_core::{Error, Settings};
+use docfleet_core::Error;
 use image::RgbImage;
 use serde_json::{Map, Value, json};
 
@@ -15,26 +15,19 @@ use super::generate::PageInput;
 use super::preprocess::{Idefics3Processor, tiles};
 use crate::pipeline::vlm::Vlm;
 use crate::pipeline::vlm::generate::Finish;
-use crate::pipeline::vlm::tests::read_npy;
+use crate::pipeline::vlm::tests::{fixture_dir, ids, model_settings, rasterized, read_npy, reference_in};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vlm/idefics3")
+    fixture_dir("idefics3")
 }
 
 fn reference() -> &'static Value {
-    static REF: OnceLock<Value> = OnceLock::new();
-    REF.get_or_init(|| serde_json::from_slice(&std::fs::read(fixtures().join("reference.json")).unwrap()).unwrap())
+    reference_in(&fixtures())
 }
 
 /// A page as the pipeline sees it: the PNG through the worker's rasteriser.
 fn page_image(name: &str) -> RgbImage {
-    let bytes = std::fs::read(fixtures().join(format!("images/{name}.png"))).unwrap();
-    let (_, pages) = crate::document::rasterize(&bytes, &docfleet_core::config::Limits::default(), 150.0).unwrap();
-    pages.into_iter().next().unwrap().image
-}
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|x| x.as_i64().unwrap()).collect()
+    rasterized(&fixtures().join(format!("images/{name}.png")))
 }
 
 fn processor(split: bool) -> Idefics3Processor {
@@ -43,17 +36,11 @@ fn processor(split: bool) -> Idefics3Processor {
     p
 }
 
-fn settings_for(dir: &Path) -> Settings {
-    let mut s = Settings::default();
-    s.models.vlm.dir = Some(dir.to_owned());
-    s
-}
-
 fn engine() -> Arc<Idefics3Engine> {
     static ENGINE: OnceLock<Arc<Idefics3Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let vlm = Vlm::load(&settings_for(&fixtures())).unwrap_or_else(|e| {
+            let vlm = Vlm::load(&model_settings(&fixtures())).unwrap_or_else(|e| {
                 panic!("cannot load the fixture model (needs onnxruntime: run `scripts/setup/onnxruntime.sh`): {e}")
             });
             vlm.idefics3().expect("an idefics3 model").clone()
@@ -129,7 +116,7 @@ fn greedy_generation_reproduces_transformers_single_and_batched() {
 /// they are, rows that stop compacted from them — the same ids as transformers, fp32 and fp16.
 #[test]
 fn a_preallocated_device_cache_reproduces_the_same_tokens() {
-    let mut settings = settings_for(&fixtures());
+    let mut settings = model_settings(&fixtures());
     settings.vlm.cache_on_device = Some(true);
     let vlm = Vlm::load(&settings).unwrap_or_else(|e| panic!("needs onnxruntime: {e}"));
     let engine = vlm.idefics3().unwrap().clone();
@@ -193,7 +180,7 @@ fn reproduce_generate_references(engine: &Idefics3Engine) -> usize {
 /// so the float32 references do not apply).
 #[test]
 fn fp16_graphs_reproduce_their_onnxruntime_reference() {
-    let mut settings = settings_for(&fixtures());
+    let mut settings = model_settings(&fixtures());
     settings.vlm.dtype = docfleet_core::config::VlmDtype::Fp16;
     let vlm = Vlm::load(&settings).unwrap_or_else(|e| panic!("needs onnxruntime: {e}"));
     let engine = vlm.idefics3().unwrap().clone();
@@ -224,7 +211,7 @@ fn fp16_graphs_reproduce_their_onnxruntime_reference() {
 /// each page's tokens as alone.
 #[test]
 fn documents_run_as_a_docling_model_with_batched_pages() {
-    let mut settings = settings_for(&fixtures());
+    let mut settings = model_settings(&fixtures());
     settings.models.vlm.repo_id = "ds4sd/SmolDocling-256M-preview".into();
     settings.vlm.max_new_tokens = 24;
     let vlm = Vlm::load(&settings).unwrap_or_else(|e| panic!("needs onnxruntime: {e}"));
@@ -284,7 +271,7 @@ fn documents_run_as_a_docling_model_with_batched_pages() {
 /// page still gets exactly the tokens it gets alone (transformers' single-page references).
 #[test]
 fn pages_of_different_jobs_generate_together_with_the_same_tokens() {
-    let mut settings = settings_for(&fixtures());
+    let mut settings = model_settings(&fixtures());
     settings.models.vlm.repo_id = "ds4sd/SmolDocling-256M-preview".into(); // the references' prompt
     settings.vlm.max_new_tokens = reference()["max_new_tokens"].as_u64().unwrap() as usize;
     settings.vlm.batch_across_jobs = Some(true);
@@ -353,22 +340,22 @@ fn a_broken_model_directory_fails_at_load_naming_the_problem() {
         let f = format!("onnx/{graph}.onnx");
         std::fs::copy(fixtures().join(&f), tmp.path().join(&f)).unwrap();
     }
-    let err = Vlm::load(&settings_for(tmp.path())).err().unwrap().to_string();
+    let err = Vlm::load(&model_settings(tmp.path())).err().unwrap().to_string();
     assert!(err.contains("onnx/embed_tokens.onnx"), "{err}");
     // The embedding graph where the decoder should be: its inputs do not fit.
     std::fs::copy(fixtures().join("onnx/embed_tokens.onnx"), tmp.path().join("onnx/embed_tokens.onnx")).unwrap();
     std::fs::copy(fixtures().join("onnx/embed_tokens.onnx"), tmp.path().join("onnx/decoder_model_merged.onnx"))
         .unwrap();
-    let err = Vlm::load(&settings_for(tmp.path())).err().unwrap().to_string();
+    let err = Vlm::load(&model_settings(tmp.path())).err().unwrap().to_string();
     assert!(err.contains("decoder_model_merged.onnx") && err.contains("input_ids"), "{err}");
     // fp16 asked for, not there.
-    let mut s = settings_for(tmp.path());
+    let mut s = model_settings(tmp.path());
     s.vlm.dtype = docfleet_core::config::VlmDtype::Fp16;
     let err = Vlm::load(&s).err().unwrap().to_string();
     assert!(err.contains("_fp16.onnx"), "{err}");
     let mut config: Value = serde_json::from_slice(&std::fs::read(fixtures().join("config.json")).unwrap()).unwrap();
     config["model_type"] = json!("llava");
     std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
-    let err = Vlm::load(&settings_for(tmp.path())).err().unwrap().to_string();
+    let err = Vlm::load(&model_settings(tmp.path())).err().unwrap().to_string();
     assert!(err.contains("llava") && err.contains("idefics3") && err.contains("qwen2_vl"), "{err}");
 }

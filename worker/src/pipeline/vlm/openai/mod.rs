@@ -22,6 +22,7 @@ use image::RgbImage;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
+use super::{max_new_tokens_param, string_param};
 use crate::document::{Format, Rasterized, rasterize};
 
 /// Job parameters the engine reads.
@@ -576,23 +577,7 @@ fn job_params(params: &Map<String, Value>, limit: usize) -> Result<(Option<Strin
             PARAMS.join(", ")
         )));
     }
-    let prompt = match params.get("prompt") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => return Err(Error::InvalidJob(format!("params.prompt must be a string, got {other}"))),
-    };
-    let max_new_tokens = match params.get("max_new_tokens") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n as usize <= limit => Some(n as usize),
-            _ => {
-                return Err(Error::InvalidJob(format!(
-                    "params.max_new_tokens must be a whole number from 1 to {limit} (vlm.max_new_tokens_limit), got {v}"
-                )));
-            }
-        },
-    };
-    Ok((prompt, max_new_tokens))
+    Ok((string_param(params, "prompt")?, max_new_tokens_param(params, limit)?))
 }
 
 #[cfg(test)]

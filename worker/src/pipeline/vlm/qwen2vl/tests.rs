@@ -7,63 +7,35 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use docfleet_core::{Error, Settings};
+use docfleet_core::Error;
 use image::RgbImage;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::preprocess::{QwenProcessor, patches};
 use super::{expand, rope_index};
 use crate::pipeline::vlm::Vlm;
 use crate::pipeline::vlm::idefics3::Idefics3Engine;
 use crate::pipeline::vlm::idefics3::prompt::ChatTemplate;
-use crate::pipeline::vlm::tests::read_npy;
+use crate::pipeline::vlm::tests::{fixture_dir, ids, model_settings, rasterized, read_npy, reference_in, sha256_f32};
 use crate::pipeline::vlm::tokenizer::Tokenizer;
 
 const FAMILIES: [&str; 2] = ["qwen2vl", "qwen2_5vl"];
 
 fn fixtures(family: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vlm").join(family)
+    fixture_dir(family)
 }
 
 fn reference(family: &str) -> &'static Value {
-    static REFS: OnceLock<Vec<Value>> = OnceLock::new();
-    let refs = REFS.get_or_init(|| {
-        FAMILIES
-            .iter()
-            .map(|f| serde_json::from_slice(&std::fs::read(fixtures(f).join("reference.json")).unwrap()).unwrap())
-            .collect()
-    });
-    &refs[FAMILIES.iter().position(|f| *f == family).unwrap()]
+    reference_in(&fixtures(family))
 }
 
 /// A page as the pipeline sees it: the PNG through the worker's rasteriser.
 fn page_image(name: &str) -> RgbImage {
-    let bytes = std::fs::read(fixtures("qwen2vl").join(format!("images/{name}.png"))).unwrap();
-    let (_, pages) = crate::document::rasterize(&bytes, &docfleet_core::config::Limits::default(), 150.0).unwrap();
-    pages.into_iter().next().unwrap().image
-}
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array().unwrap_or_else(|| panic!("not a list: {v}")).iter().map(|x| x.as_i64().unwrap()).collect()
+    rasterized(&fixtures("qwen2vl").join(format!("images/{name}.png")))
 }
 
 fn processor() -> QwenProcessor {
     QwenProcessor::load(&fixtures("qwen2vl").join("preprocessor_config.json")).unwrap()
-}
-
-fn sha256_f32(values: &[f32]) -> String {
-    let mut h = Sha256::new();
-    for v in values {
-        h.update(v.to_le_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn settings_for(dir: &Path) -> Settings {
-    let mut s = Settings::default();
-    s.models.vlm.dir = Some(dir.to_owned());
-    s
 }
 
 fn engine(family: &str) -> Arc<Idefics3Engine> {
@@ -72,7 +44,7 @@ fn engine(family: &str) -> Arc<Idefics3Engine> {
         FAMILIES
             .iter()
             .map(|f| {
-                let vlm = Vlm::load(&settings_for(&fixtures(f))).unwrap_or_else(|e| {
+                let vlm = Vlm::load(&model_settings(&fixtures(f))).unwrap_or_else(|e| {
                     panic!("cannot load the {f} fixture (needs onnxruntime: run `scripts/setup/onnxruntime.sh`): {e}")
                 });
                 vlm.idefics3().expect("the decoder-only engine").clone()
@@ -216,7 +188,7 @@ fn greedy_generation_reproduces_transformers_single_and_batched() {
 /// alone, and the page records say the image grid.
 #[test]
 fn documents_give_each_pages_reference_tokens() {
-    let mut settings = settings_for(&fixtures("qwen2vl"));
+    let mut settings = model_settings(&fixtures("qwen2vl"));
     settings.vlm.max_new_tokens = 20;
     settings.vlm.prompt = reference("qwen2vl")["task_prompt"].as_str().unwrap().into();
     let vlm = Vlm::load(&settings).unwrap();
@@ -246,7 +218,7 @@ fn documents_give_each_pages_reference_tokens() {
 /// processor's result with that cap; a prompt over the model's positions is the job's error.
 #[test]
 fn max_pixels_caps_image_tokens_and_long_prompts_are_job_errors() {
-    let mut settings = settings_for(&fixtures("qwen2vl"));
+    let mut settings = model_settings(&fixtures("qwen2vl"));
     settings.vlm.max_pixels = 6272;
     settings.vlm.max_new_tokens = 4;
     let vlm = Vlm::load(&settings).unwrap();
@@ -278,7 +250,7 @@ fn a_corrupt_graph_fails_at_start_up_naming_it() {
         std::fs::copy(&entry, &to).unwrap();
     }
     std::fs::write(dir.path().join("onnx/vision_encoder.onnx"), b"not an onnx graph").unwrap();
-    let err = Vlm::load(&settings_for(dir.path())).err().expect("a corrupt graph must not load");
+    let err = Vlm::load(&model_settings(dir.path())).err().expect("a corrupt graph must not load");
     assert!(err.to_string().contains("vision_encoder.onnx"), "{err}");
 }
 
