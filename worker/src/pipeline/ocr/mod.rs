@@ -368,7 +368,17 @@ impl OcrEngine {
         }
         let rects: Vec<layout::Rect> =
             kept.iter().map(|&i| bounds(&boxes[i].quad.map(|p| to_upright(p, turns, width, height)))).collect();
-        let rows = layout::reading_order(&rects);
+        let hints: Vec<layout::Hint> = regions
+            .iter()
+            .map(|r| {
+                let [x0, y0, x1, y1] = r.rect;
+                let corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]].map(|p| to_upright(p, turns, width, height));
+                layout::Hint { class: r.class, rect: bounds(&corners), score: r.score }
+            })
+            .collect();
+        let labels: Vec<bool> = kept.iter().map(|&i| texts[i].text.ends_with(':')).collect();
+        let reading = layout::order(&rects, &labels, &hints);
+        let rows = reading.rows;
         let mut lines = Vec::with_capacity(rows.len());
         for row in &rows {
             let members: Vec<usize> = row.fragments.iter().map(|&f| kept[f]).collect();
