@@ -110,13 +110,14 @@ pub fn reading_order(fragments: &[Rect]) -> Vec<Row> {
     order(fragments, &vec![false; fragments.len()], &[]).rows
 }
 
-/// The region covering most of `r` (at least half of it); ties go to the higher score.
+/// The region covering most of `r` (at least a quarter of it: the detector's boxes are tighter
+/// than the text detector's); ties go to the higher score.
 fn region_of(r: &Rect, hints: &[Hint]) -> Option<usize> {
     let area = width(r) * height(r);
     let mut best: Option<(f32, f32, usize)> = None;
     for (i, h) in hints.iter().enumerate() {
         let o = h_overlap(r, &h.rect).max(0.0) * v_overlap(r, &h.rect).max(0.0);
-        if o < 0.5 * area || o <= 0.0 {
+        if o < 0.25 * area || o <= 0.0 {
             continue;
         }
         if best.is_none_or(|(bo, bs, _)| o > bo || (o == bo && h.score > bs)) {
