@@ -532,6 +532,11 @@ fn layout_fixtures_read_in_the_hand_written_order() {
             assert!(markdown("table.png").starts_with("# Spare Parts Price List\n"), "title as a heading");
         }
 
+        // Digits against letters: the PP-OCRv4 recogniser reads the litre sign after `4` as `1`;
+        // its own second choice repairs it (`ocr.digit_repair`).
+        let digits = result("digits.png");
+        assert!(digits["output"]["text"].as_str().unwrap().contains("01/11/2027, 4 l."), "{digits}");
+
         // Bad input: a blank page is an empty document; a 20000×50 strip is read.
         let blank = result("blank.png");
         let page = &blank["output"]["pages"][0];

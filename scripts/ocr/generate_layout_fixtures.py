@@ -395,7 +395,7 @@ def digits() -> Page:
         "Call 0118 200 1011 before 11 am.",
     ]
     p.para(60, 150, lines, LSANS, 22, 40)
-    small = ["Room 101, floor 1, 10 desks, 1 printer.", "Code I10-0l1 is not a number."]
+    small = ["Room 101, floor 1, 10 desks, 1 printer.", "Code A-10 is valid until 1 May 2026."]
     p.para(60, 520, small, SERIF, 17, 34)
     return p
 

@@ -9,6 +9,7 @@
 pub mod blocks;
 pub mod cls;
 pub mod det;
+pub mod digits;
 pub mod geometry;
 pub mod layout;
 pub mod markdown;
@@ -402,6 +403,11 @@ impl OcrEngine {
         let started = Instant::now();
         let mut kept = Vec::new();
         for (i, r) in texts.iter_mut().enumerate() {
+            if s.digit_repair
+                && let Some(repaired) = digits::repair(&r.glyphs)
+            {
+                r.text = repaired;
+            }
             if s.normalize {
                 r.text = postprocess::normalize(&r.text);
             } else {
