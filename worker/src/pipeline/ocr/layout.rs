@@ -50,7 +50,7 @@ fn text_like(r: &Rect) -> bool {
 /// A line long enough to be running text in a narrow column, when three or more such lines
 /// stand under each other.
 fn column_like(r: &Rect) -> bool {
-    width(r) >= 5.5 * height(r)
+    width(r) >= 5.0 * height(r)
 }
 
 struct Sets(Vec<usize>);
@@ -212,16 +212,28 @@ pub fn order(fragments: &[Rect], labels: &[bool], hints: &[Hint]) -> Reading {
                 })
         })
         .collect();
+    // A narrow column's rows stand beside other text rows, or alone; a table column's short cells
+    // beside numbers are no running text.
+    let among_text: Vec<bool> = (0..rects.len())
+        .map(|i| {
+            (0..rects.len()).all(|j| {
+                j == i
+                    || v_overlap(&rects[i], &rects[j]) < 0.5 * height(&rects[i]).min(height(&rects[j]))
+                    || width(&rects[j]) >= 4.0 * height(&rects[j])
+            })
+        })
+        .collect();
+    let in_table = |r: usize| row_region[r].is_some_and(|h| hints[h].class == RegionClass::Table);
     let mut blocks = Sets::new(rects.len());
     for a in 0..rects.len() {
         let [b] = below[a][..] else { continue };
-        if above[b][..] != [a] || row_region[a] != row_region[b] || field[a] || field[b] {
+        if above[b][..] != [a] || row_region[a] != row_region[b] || field[a] || field[b] || in_table(a) {
             continue;
         }
         let (ra, rb) = (&rects[a], &rects[b]);
         let similar = height(ra).max(height(rb)) <= 1.5 * height(ra).min(height(rb));
         let aligned = (ra[0] - rb[0]).abs() <= height(ra);
-        if similar && ((text_like(ra) && (text_like(rb) || aligned)) || (column_like(ra) && aligned)) {
+        if similar && ((text_like(ra) && (text_like(rb) || aligned)) || (column_like(ra) && aligned && among_text[a])) {
             blocks.join(a, b);
         }
     }
@@ -231,7 +243,7 @@ pub fn order(fragments: &[Rect], labels: &[bool], hints: &[Hint]) -> Reading {
     let mut groups = Vec::new();
     for g in blocks.groups() {
         let text_rows = g.iter().filter(|&&r| text_like(&rects[r])).count();
-        let column_rows = g[..g.len() - 1].iter().filter(|&&r| column_like(&rects[r])).count();
+        let column_rows = g[..g.len() - 1].iter().filter(|&&r| column_like(&rects[r]) && among_text[r]).count();
         if g.len() > 1 && text_rows < 2 && !(g.len() >= 3 && column_rows == g.len() - 1) {
             groups.extend(g.into_iter().map(|r| vec![r]));
         } else {
@@ -576,5 +588,39 @@ mod tests {
         let rows = reading_order(&rects);
         assert_eq!(rows.iter().map(|r| r.fragments[0]).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
         assert!(rows.iter().all(|r| r.block == 0));
+    }
+
+    #[test]
+    fn three_narrow_columns_are_read_column_by_column_on_geometry_alone() {
+        // The three_columns fixture's line boxes (PP-OCRv4): a title, 3 × 6 short lines on shared
+        // baselines with ~120 px gutters, a full-width line under them.
+        let rects: Vec<Rect> = vec![
+            [50., 50., 818., 88.], [48., 147., 270., 182.], [428., 147., 687., 182.], [810., 149., 1084., 177.],
+            [46., 190., 300., 229.], [46., 236., 310., 275.], [49., 286., 291., 317.], [49., 331., 284., 362.],
+            [48., 377., 241., 408.], [425., 186., 665., 231.], [426., 234., 659., 275.], [428., 286., 657., 317.],
+            [429., 332., 654., 363.], [427., 377., 672., 412.], [805., 189., 1043., 229.], [805., 233., 1055., 277.],
+            [807., 283., 1077., 319.], [807., 330., 1045., 365.], [808., 377., 1022., 412.], [49., 496., 729., 530.],
+        ];
+        let got: Vec<usize> = reading_order(&rects).iter().map(|r| r.fragments[0]).collect();
+        assert_eq!(got, [0, 1, 4, 5, 6, 7, 8, 2, 9, 10, 11, 12, 13, 3, 14, 15, 16, 17, 18, 19]);
+    }
+
+    #[test]
+    fn labels_beside_values_are_read_row_by_row_even_in_two_regions() {
+        let mut rects = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..5 {
+            let y = 100.0 + 50.0 * i as f32;
+            rects.push([60.0, y, 60.0 + 40.0 * (i + 2) as f32, y + 30.0]);
+            labels.push(true);
+            rects.push([400.0, y, 560.0, y + 30.0]);
+            labels.push(false);
+        }
+        let hint = |x0: f32, x1: f32| Hint { class: RegionClass::Text, rect: [x0, 90.0, x1, 340.0], score: 0.9 };
+        for hints in [vec![], vec![hint(50.0, 380.0), hint(390.0, 570.0)]] {
+            let reading = order(&rects, &labels, &hints);
+            let got: Vec<usize> = reading.rows.iter().map(|r| r.fragments[0]).collect();
+            assert_eq!(got, (0..10).collect::<Vec<_>>(), "{} regions", hints.len());
+        }
     }
 }
