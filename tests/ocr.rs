@@ -491,14 +491,24 @@ fn layout_fixtures_read_in_the_hand_written_order() {
             let cer = d as f64 / n as f64;
             report += &format!("layout={layout} {name}: {d}/{n} = {:.2} %\n", 100.0 * cer);
             cers.push((name, cer));
-            assert_eq!(page["rotation"].as_u64().unwrap_or(99), p["rotation"].as_u64().unwrap_or(0), "{name}: rotation");
+            assert_eq!(
+                page["rotation"].as_u64().unwrap_or(99),
+                p["rotation"].as_u64().unwrap_or(0),
+                "{name}: rotation"
+            );
             // Every line in exactly one block, blocks in reading order: their lines are the page's
             // lines in order.
             let lines = page["lines"].as_array().unwrap();
             let blocks = page["blocks"].as_array().unwrap();
-            let in_blocks: Vec<u64> =
-                blocks.iter().flat_map(|b| b["lines"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap())).collect();
-            assert_eq!(in_blocks, (0..lines.len() as u64).collect::<Vec<_>>(), "{name}: blocks cover the lines in order");
+            let in_blocks: Vec<u64> = blocks
+                .iter()
+                .flat_map(|b| b["lines"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()))
+                .collect();
+            assert_eq!(
+                in_blocks,
+                (0..lines.len() as u64).collect::<Vec<_>>(),
+                "{name}: blocks cover the lines in order"
+            );
             for (b, block) in blocks.iter().enumerate() {
                 assert!(block["class"].is_string() && block["box"].as_array().unwrap().len() == 4, "{name}: {block}");
                 for i in block["lines"].as_array().unwrap() {
@@ -517,17 +527,24 @@ fn layout_fixtures_read_in_the_hand_written_order() {
         // Markdown: the table as a table, headings, hyphenation joined, a list, no page furniture.
         let md = markdown("table.png");
         assert!(
-            layout == "false" || md.contains("| Part no. | Description | Stock | Price |\n|---|---|---|---|\n| A-1001 |"),
+            layout == "false"
+                || md.contains("| Part no. | Description | Stock | Price |\n|---|---|---|---|\n| A-1001 |"),
             "{md}"
         );
         assert!(markdown("figure_caption.png").contains("The survey asked 350 households about"), "layout={layout}");
         let md = markdown("mixed.png");
         assert!(md.contains("2. Road repairs on the ring road, 3.8 million."), "layout={layout}: {md}");
         let md = markdown("header_footer.png");
-        assert!(!md.contains("Page 3 of 12") && !md.contains("Northwind"), "layout={layout}: furniture in the body: {md}");
+        assert!(
+            !md.contains("Page 3 of 12") && !md.contains("Northwind"),
+            "layout={layout}: furniture in the body: {md}"
+        );
         let page = &result("header_footer.png")["output"]["pages"][0];
         assert!(page["footers"].as_array().unwrap().iter().any(|f| f == "Page 3 of 12"), "layout={layout}: {page}");
-        assert!(page["headers"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().contains("Northwind")), "{page}");
+        assert!(
+            page["headers"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().contains("Northwind")),
+            "{page}"
+        );
         if layout == "true" {
             assert!(markdown("table.png").starts_with("# Spare Parts Price List\n"), "title as a heading");
         }
@@ -540,7 +557,10 @@ fn layout_fixtures_read_in_the_hand_written_order() {
         // Bad input: a blank page is an empty document; a 20000×50 strip is read.
         let blank = result("blank.png");
         let page = &blank["output"]["pages"][0];
-        assert!(page["lines"].as_array().unwrap().is_empty() && page["blocks"].as_array().unwrap().is_empty(), "{blank}");
+        assert!(
+            page["lines"].as_array().unwrap().is_empty() && page["blocks"].as_array().unwrap().is_empty(),
+            "{blank}"
+        );
         assert_eq!(markdown("blank.png"), "", "blank page: empty Markdown");
         let strip = result("strip_20000x50.png");
         let text = strip["output"]["text"].as_str().unwrap();

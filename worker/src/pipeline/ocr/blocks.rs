@@ -52,22 +52,27 @@ pub fn build(
     for (i, row) in rows.iter().enumerate() {
         let region = block_regions.get(row.block).copied().flatten();
         let whole = region.is_some_and(|r| {
-            matches!(hints[r].class, RegionClass::Table | RegionClass::Figure | RegionClass::Header | RegionClass::Footer)
+            matches!(
+                hints[r].class,
+                RegionClass::Table | RegionClass::Figure | RegionClass::Header | RegionClass::Footer
+            )
         });
         // A heading the reading order kept with its paragraph (a fifth taller than the rows
         // under it) is a block of its own.
         let heading_above = i > 0 && rows[i - 1].block == row.block && {
             let first = rows.iter().position(|r| r.block == row.block).expect("this row");
-            let rest: Vec<f32> = rows.iter().filter(|r| r.block == row.block).skip(1).map(|r| height(&r.rect)).collect();
+            let rest: Vec<f32> =
+                rows.iter().filter(|r| r.block == row.block).skip(1).map(|r| height(&r.rect)).collect();
             first == i - 1 && rest.len() >= 2 && height(&rows[first].rect) >= 1.2 * rest[rest.len() / 2]
         };
-        let same = !heading_above && match groups.last() {
-            Some((g, members)) => {
-                let last = &rows[*members.last().expect("groups are non-empty")];
-                last.block == row.block || (*g == region && (whole || continues(&last.rect, &row.rect)))
-            }
-            None => false,
-        };
+        let same = !heading_above
+            && match groups.last() {
+                Some((g, members)) => {
+                    let last = &rows[*members.last().expect("groups are non-empty")];
+                    last.block == row.block || (*g == region && (whole || continues(&last.rect, &row.rect)))
+                }
+                None => false,
+            };
         match same {
             true => groups.last_mut().expect("checked").1.push(i),
             false => groups.push((region, vec![i])),

@@ -31,9 +31,8 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const UNITS: [&str; 19] = [
-    "kg", "g", "mg", "t", "km", "m", "cm", "mm", "l", "ml", "cl", "dl", "h", "min", "s", "ms", "am", "pm", "kWh",
-];
+const UNITS: [&str; 19] =
+    ["kg", "g", "mg", "t", "km", "m", "cm", "mm", "l", "ml", "cl", "dl", "h", "min", "s", "ms", "am", "pm", "kWh"];
 
 /// One character as read, and its candidates normalised like the text (NFKC: `１` is `1`).
 struct Char {
@@ -148,10 +147,7 @@ mod tests {
     /// Glyphs from (text, [(candidate, p)]); the read text is each one's first candidate.
     fn glyphs(spec: &[(&str, &[(&str, f32)])]) -> Vec<Glyph> {
         spec.iter()
-            .map(|(t, c)| Glyph {
-                text: (*t).into(),
-                candidates: c.iter().map(|(k, p)| ((*k).into(), *p)).collect(),
-            })
+            .map(|(t, c)| Glyph { text: (*t).into(), candidates: c.iter().map(|(k, p)| ((*k).into(), *p)).collect() })
             .collect()
     }
 
@@ -160,8 +156,7 @@ mod tests {
     }
 
     fn line(text: &str, alt: &[(usize, &[(&str, f32)])]) -> Vec<Glyph> {
-        let mut g: Vec<Glyph> =
-            plain(text).into_iter().map(|(text, candidates)| Glyph { text, candidates }).collect();
+        let mut g: Vec<Glyph> = plain(text).into_iter().map(|(text, candidates)| Glyph { text, candidates }).collect();
         for (i, extra) in alt {
             g[*i].candidates.extend(extra.iter().map(|(k, p)| ((*k).into(), *p)));
         }
@@ -189,6 +184,9 @@ mod tests {
         assert_eq!(repair(&line("I went", &[(0, &[("1", 0.3)])])), None);
         assert_eq!(repair(&line("Pallet 1 of 3", &[(7, &[("l", 0.3)])])), None);
         // Full-width candidates count as their ASCII forms.
-        assert_eq!(repair(&glyphs(&[("l", &[("l", 0.6), ("１", 0.3)]), (" ", &[]), ("m", &[("m", 0.9)])])).as_deref(), Some("1 m"));
+        assert_eq!(
+            repair(&glyphs(&[("l", &[("l", 0.6), ("１", 0.3)]), (" ", &[]), ("m", &[("m", 0.9)])])).as_deref(),
+            Some("1 m")
+        );
     }
 }

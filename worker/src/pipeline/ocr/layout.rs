@@ -298,7 +298,13 @@ struct Atom {
     place: Place,
 }
 
-fn atoms(block_rects: &[Rect], block_region: &[Option<usize>], multi_line: &[bool], hints: &[Hint], lh: f32) -> Vec<Atom> {
+fn atoms(
+    block_rects: &[Rect],
+    block_region: &[Option<usize>],
+    multi_line: &[bool],
+    hints: &[Hint],
+    lh: f32,
+) -> Vec<Atom> {
     let mut atoms: Vec<Atom> = Vec::new();
     let mut of_region: Vec<Option<usize>> = vec![None; hints.len()];
     for (b, rect) in block_rects.iter().enumerate() {
@@ -324,9 +330,8 @@ fn atoms(block_rects: &[Rect], block_region: &[Option<usize>], multi_line: &[boo
     }
     // Figures and tables take part in the cuts even when no text was read inside them, and a
     // caption right above or below one is read with it.
-    let pictures: Vec<usize> = (0..hints.len())
-        .filter(|&r| matches!(hints[r].class, RegionClass::Figure | RegionClass::Table))
-        .collect();
+    let pictures: Vec<usize> =
+        (0..hints.len()).filter(|&r| matches!(hints[r].class, RegionClass::Figure | RegionClass::Table)).collect();
     for &r in &pictures {
         if of_region[r].is_none() {
             of_region[r] = Some(atoms.len());
@@ -362,7 +367,8 @@ fn atoms(block_rects: &[Rect], block_region: &[Option<usize>], multi_line: &[boo
     atoms.retain(|a| !a.blocks.is_empty() || a.running);
     // A header is only pulled first when it is above all the body (a footer: below), so a
     // misclassified heading mid-page stays where it is.
-    let body: Vec<Rect> = atoms.iter().filter(|a| a.place == Place::Body && !a.blocks.is_empty()).map(|a| a.rect).collect();
+    let body: Vec<Rect> =
+        atoms.iter().filter(|a| a.place == Place::Body && !a.blocks.is_empty()).map(|a| a.rect).collect();
     for a in &mut atoms {
         let mid = (a.rect[1] + a.rect[3]) / 2.0;
         if (a.place == Place::First && body.iter().any(|b| (b[1] + b[3]) / 2.0 < mid))
@@ -464,16 +470,13 @@ fn headings_into_columns(bands: Vec<Vec<usize>>, rects: &[Rect], running: &[bool
     let mut bands = bands.into_iter().peekable();
     while let Some(band) = bands.next() {
         let joins = bands.peek().is_some_and(|next| {
-            let Some(columns) = (!band.iter().any(|&i| running[i]))
-                .then(|| text_columns(next, rects, running, lh))
-                .flatten()
+            let Some(columns) =
+                (!band.iter().any(|&i| running[i])).then(|| text_columns(next, rects, running, lh)).flatten()
             else {
                 return false;
             };
-            let spans: Vec<Rect> = columns
-                .iter()
-                .map(|c| c.iter().skip(1).fold(rects[c[0]], |r, &i| union(&r, &rects[i])))
-                .collect();
+            let spans: Vec<Rect> =
+                columns.iter().map(|c| c.iter().skip(1).fold(rects[c[0]], |r, &i| union(&r, &rects[i]))).collect();
             let mut hit = vec![0usize; spans.len()];
             for &i in &band {
                 let over: Vec<usize> = (0..spans.len()).filter(|&c| h_overlap(&rects[i], &spans[c]) > 0.0).collect();
@@ -595,11 +598,26 @@ mod tests {
         // The three_columns fixture's line boxes (PP-OCRv4): a title, 3 × 6 short lines on shared
         // baselines with ~120 px gutters, a full-width line under them.
         let rects: Vec<Rect> = vec![
-            [50., 50., 818., 88.], [48., 147., 270., 182.], [428., 147., 687., 182.], [810., 149., 1084., 177.],
-            [46., 190., 300., 229.], [46., 236., 310., 275.], [49., 286., 291., 317.], [49., 331., 284., 362.],
-            [48., 377., 241., 408.], [425., 186., 665., 231.], [426., 234., 659., 275.], [428., 286., 657., 317.],
-            [429., 332., 654., 363.], [427., 377., 672., 412.], [805., 189., 1043., 229.], [805., 233., 1055., 277.],
-            [807., 283., 1077., 319.], [807., 330., 1045., 365.], [808., 377., 1022., 412.], [49., 496., 729., 530.],
+            [50., 50., 818., 88.],
+            [48., 147., 270., 182.],
+            [428., 147., 687., 182.],
+            [810., 149., 1084., 177.],
+            [46., 190., 300., 229.],
+            [46., 236., 310., 275.],
+            [49., 286., 291., 317.],
+            [49., 331., 284., 362.],
+            [48., 377., 241., 408.],
+            [425., 186., 665., 231.],
+            [426., 234., 659., 275.],
+            [428., 286., 657., 317.],
+            [429., 332., 654., 363.],
+            [427., 377., 672., 412.],
+            [805., 189., 1043., 229.],
+            [805., 233., 1055., 277.],
+            [807., 283., 1077., 319.],
+            [807., 330., 1045., 365.],
+            [808., 377., 1022., 412.],
+            [49., 496., 729., 530.],
         ];
         let got: Vec<usize> = reading_order(&rects).iter().map(|r| r.fragments[0]).collect();
         assert_eq!(got, [0, 1, 4, 5, 6, 7, 8, 2, 9, 10, 11, 12, 13, 3, 14, 15, 16, 17, 18, 19]);

@@ -157,7 +157,8 @@ fn list(texts: &[&str]) -> Option<String> {
     for t in texts {
         match marker(t) {
             Some((o, rest)) if o == ordered => {
-                let mark = if ordered { t.trim_start().split(' ').next().unwrap_or("1.").to_owned() } else { "-".into() };
+                let mark =
+                    if ordered { t.trim_start().split(' ').next().unwrap_or("1.").to_owned() } else { "-".into() };
                 items.push((mark, vec![rest]));
             }
             _ => items.last_mut().expect("the first line has a marker").1.push(t),
@@ -221,9 +222,15 @@ mod tests {
 
     #[test]
     fn paragraphs_reflow_and_hyphenated_words_join() {
-        assert_eq!(reflow(&["The survey asked 350 house-", "holds about their", "gardens."]), "The survey asked 350 households about their gardens.");
+        assert_eq!(
+            reflow(&["The survey asked 350 house-", "holds about their", "gardens."]),
+            "The survey asked 350 households about their gardens."
+        );
         // Before a capital or a digit the hyphen stays; a dash between words is no hyphenation.
-        assert_eq!(reflow(&["North-", "West and 2024-", "25 figures -", "next"]), "North-West and 2024-25 figures - next");
+        assert_eq!(
+            reflow(&["North-", "West and 2024-", "25 figures -", "next"]),
+            "North-West and 2024-25 figures - next"
+        );
     }
 
     #[test]
