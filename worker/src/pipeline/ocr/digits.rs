@@ -96,9 +96,8 @@ pub fn repair(glyphs: &[Glyph]) -> Option<String> {
     // Words: (start, end) of each run of non-spaces.
     let mut words: Vec<(usize, usize)> = Vec::new();
     let mut start = None;
-    for i in 0..=n {
-        let space = i == n || chars[i].c == ' ';
-        match (space, start) {
+    for (i, c) in chars.iter().map(|c| c.c).chain([' ']).enumerate() {
+        match (c == ' ', start) {
             (true, Some(s)) => {
                 words.push((s, i));
                 start = None;
