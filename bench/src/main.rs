@@ -18,6 +18,7 @@ mod downloader;
 mod fleet;
 mod idefics3;
 mod ocr;
+mod ocr_layout;
 mod openai;
 mod qwen2vl;
 mod scaler;
@@ -91,6 +92,23 @@ enum Command {
         repeat: usize,
         /// Python of a venv with rapidocr-onnxruntime 1.4.4 (tests/fixtures/ocr/README.md).
         #[arg(long, default_value = "~/.cache/docfleet/ocr-venv/bin/python")]
+        python: String,
+    },
+    /// The `ocr` pipeline with the layout model on and off vs Python rapidocr 3.10 on the
+    /// reading-order fixtures: pages/s, peak RSS, cold start. Needs `scripts/setup/onnxruntime.sh`
+    /// and the rapidocr 3.10 venv (scripts/ocr/requirements-v6.txt).
+    OcrLayout {
+        /// onnxruntime intra-op threads on every side.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Passes over the page set after the first (cold) page.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// `ocr.models` of the Rust sides (`v6` is the set rapidocr 3.10 runs).
+        #[arg(long, default_value = "v6")]
+        models: String,
+        /// Python of a venv with rapidocr 3.10.0.
+        #[arg(long, default_value = "~/.cache/docfleet/ocr-v6-venv/bin/python")]
         python: String,
     },
     /// docfleet-scaler: metric request latency p50/p99 at a fixed rate per API, SQS calls per
@@ -246,6 +264,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker { jobs, concurrency } => return worker::run(jobs, &concurrency).await,
         Command::Fleet { docs, concurrency } => fleet::run(docs, concurrency).await?,
         Command::Ocr { threads, repeat, python } => ocr_bench(threads, repeat, expand_home(&python)).await?,
+        Command::OcrLayout { threads, repeat, models, python } => {
+            let python = expand_home(&python);
+            tokio::task::spawn_blocking(move || ocr_layout::run(threads, repeat, &models, &python)).await??
+        }
         Command::OcrChild { threads, repeat, pages } => return ocr::child(threads, repeat, &pages),
         Command::Vlm { model, threads, repeat, batch, python } => {
             vlm_bench(expand_home(&model), expand_home(&python), threads, repeat, batch).await?

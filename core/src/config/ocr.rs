@@ -76,6 +76,10 @@ pub struct OcrSettings {
     pub min_line_score: f32,
     /// Normalise recognised text with NFKC: full-width `，）０` become `,)0`.
     pub normalize: bool,
+    /// Repair digits read as letters and letters read as digits where the context says which
+    /// it must be (`2O24`, `I March`, `4 1.` for litres) and the recogniser itself weighed the
+    /// other reading (it is among that character's top candidates); see docs/ocr.md.
+    pub digit_repair: bool,
 }
 
 /// A PP-OCR model set (`ocr.models`).
@@ -126,6 +130,7 @@ impl Default for OcrSettings {
             batch_max_wait_ms: 0,
             min_line_score: 0.5,
             normalize: true,
+            digit_repair: true,
         }
     }
 }

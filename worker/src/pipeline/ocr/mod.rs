@@ -2,13 +2,17 @@
 //! `ocr.pdf_dpi`) goes through detection ([`det`]), page and line orientation ([`cls`]), batched
 //! recognition ([`rec`]), layout regions ([`region`], optional), reading order ([`layout`]) and text
 //! clean-up ([`postprocess`]). The result lists pages → regions {class, score, box} and lines
-//! {text, confidence, polygon, region} with page sizes, model ids and per-stage timings; a
-//! plain-text rendition is stored beside it.
+//! {text, confidence, polygon, region, block}, blocks in reading order ([`blocks`]) and the
+//! page's headers and footers, with page sizes, model ids and per-stage timings; a plain-text
+//! and a Markdown rendition ([`markdown`]) are stored beside it.
 
+pub mod blocks;
 pub mod cls;
 pub mod det;
+pub mod digits;
 pub mod geometry;
 pub mod layout;
+pub mod markdown;
 pub mod postprocess;
 pub mod rec;
 pub mod region;
@@ -135,6 +139,17 @@ pub struct Line {
     pub region: Option<usize>,
 }
 
+/// What OCR read in one document.
+pub struct DocumentReading {
+    /// The result record's `output`.
+    pub output: Value,
+    /// The plain-text rendition: pages' text separated by form feeds.
+    pub text: String,
+    /// The Markdown rendition (empty when nothing was read).
+    pub markdown: String,
+    pub timings: Timings,
+}
+
 /// What OCR read on one page.
 #[derive(Debug, Clone)]
 pub struct PageReading {
@@ -144,6 +159,19 @@ pub struct PageReading {
     pub text: String,
     /// Layout regions found on the page as stored (empty when regions are off).
     pub regions: Vec<Region>,
+    /// Paragraphs, headings, tables, figures, captions, headers and footers in reading order.
+    pub blocks: Vec<blocks::Block>,
+}
+
+impl PageReading {
+    fn empty() -> Self {
+        Self { rotation: 0, lines: Vec::new(), text: String::new(), regions: Vec::new(), blocks: Vec::new() }
+    }
+
+    /// The texts of the page's header (or footer) blocks, top to bottom.
+    fn furniture(&self, class: region::RegionClass) -> Vec<&str> {
+        self.blocks.iter().filter(|b| b.class == class).map(|b| b.text.as_str()).collect()
+    }
 }
 
 impl OcrEngine {
@@ -249,12 +277,17 @@ impl OcrEngine {
 
     /// Read a document, rasterised already (`pages`, at [`Self::pdf_dpi`]) or not.
     pub fn read_rasterized(&self, bytes: &[u8], pages: Option<&Rasterized>) -> Result<(Value, String, Timings)> {
+        self.read(bytes, pages).map(|r| (r.output, r.text, r.timings))
+    }
+
+    /// Read a document into the result's `output`, its plain text and its Markdown.
+    pub fn read(&self, bytes: &[u8], pages: Option<&Rasterized>) -> Result<DocumentReading> {
         let started = Instant::now();
         let (raster, decode) = given_or_rasterize(pages, bytes, &self.limits, self.settings.pdf_dpi)?;
         let (format, pages) = (raster.0, raster.1.as_slice());
         let mut total = Timings { decode, ..Timings::default() };
         let mut page_values = Vec::with_capacity(pages.len());
-        let mut texts = Vec::with_capacity(pages.len());
+        let mut readings = Vec::with_capacity(pages.len());
         for (i, page) in pages.iter().enumerate() {
             let mut t = Timings::default();
             let reading = self.read_page(&page.image, &mut t)?;
@@ -267,6 +300,9 @@ impl OcrEngine {
                 "rotation": reading.rotation,
                 "regions": reading.regions,
                 "lines": reading.lines,
+                "blocks": reading.blocks,
+                "headers": reading.furniture(region::RegionClass::Header),
+                "footers": reading.furniture(region::RegionClass::Footer),
                 "text": reading.text,
                 "timings_ms": t.to_json(None),
             });
@@ -274,9 +310,17 @@ impl OcrEngine {
                 v["dpi"] = json!(dpi);
             }
             page_values.push(v);
-            texts.push(reading.text);
+            readings.push(reading);
         }
-        let text = texts.join("\n\u{c}\n");
+        let text = readings.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n\u{c}\n");
+        let line_texts: Vec<Vec<String>> =
+            readings.iter().map(|r| r.lines.iter().map(|l| l.text.clone()).collect()).collect();
+        let page_blocks: Vec<markdown::PageBlocks> = readings
+            .iter()
+            .zip(&line_texts)
+            .map(|(r, lines)| markdown::PageBlocks { blocks: &r.blocks, lines })
+            .collect();
+        let markdown = markdown::document(&page_blocks);
         let output = json!({
             "format": format,
             "mime_type": format.mime(),
@@ -287,7 +331,9 @@ impl OcrEngine {
             "models": self.model_ids(),
             "timings_ms": total.to_json(Some(started.elapsed())),
         });
-        Ok((output, format!("{text}\n"), total))
+        let text = format!("{text}\n");
+        let markdown = if markdown.is_empty() { markdown } else { format!("{markdown}\n") };
+        Ok(DocumentReading { output, text, markdown, timings: total })
     }
 
     /// Read one page image.
@@ -295,7 +341,7 @@ impl OcrEngine {
         let s = &self.settings;
         let boxes = det::detect(&self.det, img, s, &mut t.det)?;
         if boxes.is_empty() {
-            return Ok(PageReading { rotation: 0, lines: Vec::new(), text: String::new(), regions: Vec::new() });
+            return Ok(PageReading::empty());
         }
         let regions = match &self.layout {
             Some(detector) => detector.detect(img, &mut t.regions)?,
@@ -357,6 +403,11 @@ impl OcrEngine {
         let started = Instant::now();
         let mut kept = Vec::new();
         for (i, r) in texts.iter_mut().enumerate() {
+            if s.digit_repair
+                && let Some(repaired) = digits::repair(&r.glyphs)
+            {
+                r.text = repaired;
+            }
             if s.normalize {
                 r.text = postprocess::normalize(&r.text);
             } else {
@@ -368,7 +419,17 @@ impl OcrEngine {
         }
         let rects: Vec<layout::Rect> =
             kept.iter().map(|&i| bounds(&boxes[i].quad.map(|p| to_upright(p, turns, width, height)))).collect();
-        let rows = layout::reading_order(&rects);
+        let hints: Vec<layout::Hint> = regions
+            .iter()
+            .map(|r| {
+                let [x0, y0, x1, y1] = r.rect;
+                let corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]].map(|p| to_upright(p, turns, width, height));
+                layout::Hint { class: r.class, rect: bounds(&corners), score: r.score }
+            })
+            .collect();
+        let labels: Vec<bool> = kept.iter().map(|&i| texts[i].text.ends_with(':')).collect();
+        let reading = layout::order(&rects, &labels, &hints);
+        let rows = reading.rows;
         let mut lines = Vec::with_capacity(rows.len());
         for row in &rows {
             let members: Vec<usize> = row.fragments.iter().map(|&f| kept[f]).collect();
@@ -395,8 +456,14 @@ impl OcrEngine {
         }
         let row_texts: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
         let text = postprocess::page_text(&rows, &row_texts);
+        let upright_height = if turns % 2 == 1 { width } else { height };
+        let (blocks, line_block) =
+            blocks::build(&rows, &row_texts, &line_rects, &hints, &reading.block_regions, upright_height);
+        for (line, b) in lines.iter_mut().zip(line_block) {
+            line.block = b;
+        }
         t.layout += started.elapsed();
-        Ok(PageReading { rotation: (turns as u32 % 4) * 90, lines, text, regions })
+        Ok(PageReading { rotation: (turns as u32 % 4) * 90, lines, text, regions, blocks })
     }
 
     /// Whether the page is upside down: the classifier's votes on the longest lines, weighted by
@@ -509,11 +576,9 @@ impl Pipeline for Ocr {
     async fn process(&self, doc: &Document, _params: &Map<String, Value>) -> Result<PipelineOutput> {
         let (bytes, pages) = (doc.bytes.clone(), doc.pages.clone());
         let engine = self.engine.clone();
-        let (result, text) = tokio::task::spawn_blocking(move || {
-            engine.read_rasterized(&bytes, pages.as_deref()).map(|(r, t, _)| (r, t))
-        })
-        .await
-        .map_err(|e| Error::InvalidInput(format!("OCR crashed on this document: {e}")))??;
-        Ok(PipelineOutput { result, text: Some(text), markdown: None })
+        let read = tokio::task::spawn_blocking(move || engine.read(&bytes, pages.as_deref()))
+            .await
+            .map_err(|e| Error::InvalidInput(format!("OCR crashed on this document: {e}")))??;
+        Ok(PipelineOutput { result: read.output, text: Some(read.text), markdown: Some(read.markdown) })
     }
 }

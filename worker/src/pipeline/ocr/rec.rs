@@ -50,6 +50,41 @@ pub struct Recognized {
     pub text: String,
     /// Mean probability of the kept characters (0 when nothing was read).
     pub score: f32,
+    /// `text` piece by piece (dictionary entries and recovered spaces), with the classes the
+    /// recogniser weighed for each, for [`super::digits::repair`].
+    pub glyphs: Vec<Glyph>,
+}
+
+/// One piece of a recognised line and the recogniser's candidates for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Glyph {
+    pub text: String,
+    /// Up to [`CANDIDATES`] (text, probability) pairs, best first: the highest probability each
+    /// class reached over the time steps this piece was read at. Empty for a recovered space.
+    pub candidates: Vec<(String, f32)>,
+}
+
+/// Candidates kept per character, and the least probability a candidate needs.
+pub const CANDIDATES: usize = 5;
+const MIN_CANDIDATE: f32 = 1e-3;
+
+/// The best [`CANDIDATES`] classes of one time step, merged into `into` (highest probability
+/// per class, best first).
+fn merge_top(step: &[f32], into: &mut Vec<(usize, f32)>) {
+    for (i, &p) in step.iter().enumerate() {
+        if p < MIN_CANDIDATE || i == 0 {
+            continue;
+        }
+        if into.len() == CANDIDATES && into.last().is_some_and(|l| l.1 >= p) {
+            continue;
+        }
+        match into.iter_mut().find(|c| c.0 == i) {
+            Some(c) => c.1 = c.1.max(p),
+            None => into.push((i, p)),
+        }
+        into.sort_by(|a, b| b.1.total_cmp(&a.1));
+        into.truncate(CANDIDATES);
+    }
 }
 
 /// Space probability between two characters above which a space is inserted although the blank
@@ -66,6 +101,18 @@ pub fn ctc_decode(probs: &[f32], classes: usize, dict: &Dictionary) -> Recognize
     let space = dict.classes.len() - 1;
     // Highest space probability since the last character.
     let mut gap_space = 0f32;
+    let mut glyphs: Vec<Glyph> = Vec::new();
+    // Candidates of the character being read (over its repeated steps).
+    let mut top: Vec<(usize, f32)> = Vec::new();
+    let finish = |top: &mut Vec<(usize, f32)>, glyphs: &mut Vec<Glyph>| {
+        if let Some(g) = glyphs.last_mut()
+            && g.candidates.is_empty()
+            && !top.is_empty()
+        {
+            g.candidates = top.iter().filter_map(|&(i, p)| dict.classes.get(i).map(|t| (t.clone(), p))).collect();
+        }
+        top.clear();
+    };
     for step in probs.chunks_exact(classes) {
         gap_space = gap_space.max(step.get(space).copied().unwrap_or(0.0));
         let (mut best, mut best_p) = (0usize, f32::MIN);
@@ -79,17 +126,25 @@ pub fn ctc_decode(probs: &[f32], classes: usize, dict: &Dictionary) -> Recognize
             && best != prev
             && let Some(s) = dict.classes.get(best)
         {
+            finish(&mut top, &mut glyphs);
             if best != space && gap_space >= SPACE_RECOVERY && !text.is_empty() && !text.ends_with(' ') {
                 text.push(' ');
+                glyphs.push(Glyph { text: " ".into(), candidates: vec![(" ".into(), gap_space)] });
             }
             gap_space = 0.0;
             text.push_str(s);
+            glyphs.push(Glyph { text: s.clone(), candidates: Vec::new() });
             sum += best_p;
             kept += 1;
         }
+        match best {
+            0 => finish(&mut top, &mut glyphs),
+            _ => merge_top(step, &mut top),
+        }
         prev = best;
     }
-    Recognized { text, score: if kept == 0 { 0.0 } else { sum / kept as f32 } }
+    finish(&mut top, &mut glyphs);
+    Recognized { text, score: if kept == 0 { 0.0 } else { sum / kept as f32 }, glyphs }
 }
 
 /// Recognise every reading quad, batching crops of similar aspect ratio. Batches are queued on the
@@ -126,7 +181,7 @@ pub fn recognize(
             _ => batches.push(vec![i]),
         }
     }
-    let mut out = vec![Recognized { text: String::new(), score: 0.0 }; quads.len()];
+    let mut out = vec![Recognized { text: String::new(), score: 0.0, glyphs: Vec::new() }; quads.len()];
     // Widest first, so the longest runs start early; at most this many batches wait in the queue
     // at once, which bounds the crop tensors held.
     let window = 2 * model.replicas().max(1);
@@ -202,7 +257,14 @@ mod tests {
         let r = ctc_decode(&probs, 4, &dict);
         assert_eq!(r.text, "aa b");
         assert!((r.score - 0.7).abs() < 1e-6);
-        assert_eq!(ctc_decode(&[0.9, 0.1, 0.0, 0.0], 4, &dict), Recognized { text: String::new(), score: 0.0 });
+        assert_eq!(
+            ctc_decode(&[0.9, 0.1, 0.0, 0.0], 4, &dict),
+            Recognized { text: String::new(), score: 0.0, glyphs: Vec::new() }
+        );
+        // Every piece of the text keeps the classes weighed for it, best first.
+        assert_eq!(r.glyphs.iter().map(|g| g.text.as_str()).collect::<String>(), r.text);
+        assert_eq!(r.glyphs[0].candidates[0], ("a".into(), 0.7));
+        assert!(r.glyphs.iter().all(|g| g.candidates.len() <= CANDIDATES && !g.candidates.is_empty()));
         // a, blank (space at 30 %), b: the word gap the blank won is still a space.
         let gap = [0.1, 0.8, 0.05, 0.05, 0.65, 0.0, 0.05, 0.3, 0.1, 0.05, 0.8, 0.05];
         assert_eq!(ctc_decode(&gap, 4, &dict).text, "a b");

@@ -1,0 +1,129 @@
+//! `ocr-layout`: pages/s of the `ocr` pipeline with the layout model on and off (reading order,
+//! blocks and Markdown either way) vs Python rapidocr 3.10.0 (PP-OCRv6, its defaults), on the
+//! reading-order fixtures (`tests/fixtures/ocr/layout`, the twelve pages of `expected.json`).
+//! Each side runs in its own process, one after the other, with the same onnxruntime threads;
+//! the Rust sides reuse `ocr-child` with `DOCFLEET__OCR__LAYOUT` and `DOCFLEET__OCR__MODELS`
+//! set, so `ocr.models` is the one rapidocr 3.10 uses (`v6`) unless `--models` says otherwise.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use docfleet_tests::repo_root;
+use serde_json::Value;
+
+use crate::summary::{Goal, Headline};
+
+/// rapidocr 3.10 with its defaults (PP-OCRv6 small), `threads` onnxruntime threads.
+const PYTHON: &str = r#"
+import json, sys, time
+from rapidocr import RapidOCR
+threads, repeat, pages = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+engine = RapidOCR(params={"EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                          "EngineConfig.onnxruntime.inter_op_num_threads": 1})
+engine(pages[0])
+print(json.dumps({"event": "first"}), flush=True)
+t = time.perf_counter()
+n = 0
+for _ in range(repeat):
+    for p in pages:
+        engine(p)
+        n += 1
+wall = time.perf_counter() - t
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"event": "done", "pages": n, "wall_s": wall, "peak_rss_kib": int(hwm)}), flush=True)
+"#;
+
+/// One side's `done` report and its cold start (spawn → first page read).
+struct Side {
+    report: Value,
+    cold_start: Duration,
+}
+
+fn measure(mut cmd: Command) -> anyhow::Result<Side> {
+    let started = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("spawn")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (mut cold_start, mut report) = (None, None);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+        match v["event"].as_str() {
+            Some("first") => cold_start = Some(started.elapsed()),
+            Some("done") => report = Some(v),
+            _ => {}
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} exited with {status}");
+    }
+    Ok(Side { report: report.context("no report")?, cold_start: cold_start.context("no first page")? })
+}
+
+/// The fixture pages, in `expected.json`'s order.
+fn pages() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = repo_root().join("tests/fixtures/ocr/layout");
+    let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json"))?)?;
+    let pages = expected["pages"].as_array().context("expected.json: no pages")?;
+    Ok(pages.iter().filter_map(|p| p["file"].as_str()).map(|f| dir.join(f)).collect())
+}
+
+/// `docfleet-bench ocr-layout`.
+pub fn run(threads: usize, repeat: usize, models: &str, python: &Path) -> anyhow::Result<Vec<Headline>> {
+    let pages = pages()?;
+    eprintln!("{} pages, {repeat} passes, {threads} onnxruntime threads, ocr.models = {models}", pages.len());
+    let rust = |layout: bool| -> anyhow::Result<Side> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env("DOCFLEET__OCR__LAYOUT", layout.to_string())
+            .env("DOCFLEET__OCR__MODELS", models)
+            .arg("ocr-child")
+            .arg("--threads")
+            .arg(threads.to_string())
+            .arg("--repeat")
+            .arg(repeat.to_string())
+            .args(&pages);
+        measure(cmd).with_context(|| format!("the Rust side, layout {layout}"))
+    };
+    let on = rust(true)?;
+    let off = rust(false)?;
+    if !python.exists() {
+        bail!(
+            "{} is missing: create the rapidocr 3.10 venv (`python3.11 -m venv ~/.cache/docfleet/ocr-v6-venv && ~/.cache/docfleet/ocr-v6-venv/bin/pip install -r scripts/ocr/requirements-v6.txt`)",
+            python.display()
+        );
+    }
+    let mut py = Command::new(python);
+    py.arg("-c").arg(PYTHON).arg(threads.to_string()).arg(repeat.to_string()).args(&pages);
+    let py = measure(py).context("the Python side")?;
+
+    let pps = |s: &Side| s.report["pages"].as_f64().unwrap_or(0.0) / s.report["wall_s"].as_f64().unwrap_or(f64::NAN);
+    let rss = |s: &Side| s.report["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
+    println!("| | docfleet ocr, layout on | docfleet ocr, layout off | rapidocr 3.10 (Python) |");
+    println!("|---|---|---|---|");
+    println!("| pages/s (warm) | {:.2} | {:.2} | {:.2} |", pps(&on), pps(&off), pps(&py));
+    println!("| peak RSS | {:.0} MiB | {:.0} MiB | {:.0} MiB |", rss(&on), rss(&off), rss(&py));
+    println!(
+        "| cold start to first result | {:.2} s | {:.2} s | {:.2} s |",
+        on.cold_start.as_secs_f64(),
+        off.cold_start.as_secs_f64(),
+        py.cold_start.as_secs_f64()
+    );
+    let same = format!("{} pages × {repeat}, {threads} threads, ocr.models = {models}", pages.len());
+    Ok(vec![
+        Headline::ratio(
+            "ocr-layout: pages/s, layout on vs rapidocr 3.10",
+            format!("{:.2} vs {:.2} pages/s, {same}", pps(&on), pps(&py)),
+            pps(&on) / pps(&py),
+            Goal::AtLeast(1.0),
+        ),
+        Headline::ratio(
+            "ocr-layout: pages/s, layout on vs off",
+            format!("{:.2} vs {:.2} pages/s", pps(&on), pps(&off)),
+            pps(&on) / pps(&off),
+            Goal::AtLeast(0.7),
+        ),
+    ])
+}
