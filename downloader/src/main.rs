@@ -213,7 +213,7 @@ fn targets(settings: &docfleet_core::Settings, select: &Select) -> Result<Vec<Ta
         models::validate_repo(&repo).map_err(|e| Error::Config(format!("--repo: {e}")))?;
         return Ok(vec![Target { name: repo_id.clone(), repo }]);
     }
-    let t = configured_targets(&settings.models, &select.models)?;
+    let t = configured_targets(&settings, &select.models)?;
     if t.is_empty() {
         return Err(Error::Config(
             "no model is configured (models.ocr / models.vlm / models.onnxruntime), and no --repo given".into(),
