@@ -616,6 +616,42 @@ fn the_worker_configuration_drives_fetch_and_verify() {
     assert!(!stderr.contains("`config.json`"), "{stderr}");
 }
 
+/// `verify` without `--model` reports a missing layout detector but passes (workers fall back to
+/// line geometry); named with `--model layout` it fails like any missing model.
+#[test]
+fn a_missing_layout_model_is_optional_for_verify_unless_named() {
+    let files = small_repo();
+    let src = repo_dir(&files);
+    let hub = FakeHub::builder().repo("org/model", src.path()).start();
+    let s = Scratch::new();
+    let config = hub_config(&["model.onnx", "config.json"]).replace(
+        "[models.layout]\nrepo_id = \"\"\n",
+        "[models.layout]\nrepo_id = \"org/layout\"\n[models.layout.source]\nkind = \"hub\"\n",
+    );
+    assert!(config.contains("org/layout"), "{config}");
+    let config = s.write_config(&config);
+    run_json(s.downloader(&hub.url).arg("--config").arg(&config).args([
+        "fetch",
+        "--model",
+        "ocr",
+        "--json",
+        "--progress",
+        "none",
+    ]));
+    let out = run(s.downloader(&hub.url).arg("--config").arg(&config).args(["verify", "--json"]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<_> = v["models"].as_array().unwrap().iter().map(|m| (m["name"].clone(), m["ok"].clone())).collect();
+    assert_eq!(names, [("ocr".into(), true.into()), ("layout".into(), false.into())], "{v}");
+    assert_eq!(v["models"][1]["optional"], true, "{v}");
+    assert!(stderr.contains("optional") && stderr.contains("layout") && stderr.contains("org/layout"), "{stderr}");
+    let out = run(s.downloader(&hub.url).arg("--config").arg(&config).args(["verify", "--model", "layout"]));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("MISSING") && stderr.contains("layout"), "{stderr}");
+}
+
 /// A wheel (zip) with `pkg/models/{det,rec}.onnx` and some Python.
 fn make_wheel(dir: &Path, name: &str, det: &[u8], rec: &[u8]) -> PathBuf {
     let path = dir.join(name);

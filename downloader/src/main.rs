@@ -213,7 +213,7 @@ fn targets(settings: &docfleet_core::Settings, select: &Select) -> Result<Vec<Ta
         models::validate_repo(&repo).map_err(|e| Error::Config(format!("--repo: {e}")))?;
         return Ok(vec![Target { name: repo_id.clone(), repo }]);
     }
-    let t = configured_targets(&settings, &select.models)?;
+    let t = configured_targets(settings, &select.models)?;
     if t.is_empty() {
         return Err(Error::Config(
             "no model is configured (models.ocr / models.vlm / models.onnxruntime), and no --repo given".into(),
@@ -286,9 +286,16 @@ fn print_summary(outcomes: &[Outcome], secs: f64, json: bool) {
     println!("total: {files} files, {} downloaded in {secs:.2} s ({rate:.1} MB/s)", human_bytes(bytes));
 }
 
+const OPTIONAL_WHY: &str = "optional: workers read pages without layout regions; `fetch --model layout` fetches it";
+
 async fn run_verify(settings: docfleet_core::Settings, args: VerifyArgs) -> Result<ExitCode, Error> {
     let targets = targets(&settings, &args.select)?;
     let depth = if args.hashes { Depth::Hashes } else { Depth::Quick };
+    // Unless named with --model, a missing layout detector does not fail the check: a worker
+    // without it reads pages on line geometry alone (with a start-up warning), so a volume filled
+    // before the layout model existed must not keep worker pods from starting.
+    let named = !args.select.models.is_empty();
+    let optional = |t: &Target| !named && t.name == "layout";
     let mut failed = 0;
     let mut rows = Vec::new();
     for t in &targets {
@@ -311,6 +318,15 @@ async fn run_verify(settings: docfleet_core::Settings, args: VerifyArgs) -> Resu
                 rows.push(serde_json::json!({"name": t.name, "ok": true, "snapshot": report.snapshot.id(),
                     "path": report.snapshot.root, "files": report.files, "bytes": report.bytes, "hashed": report.hashed,
                     "unhashed": report.unhashed}));
+            }
+            Ok(report) if optional(t) => {
+                let msg = models::problems_message(&t.name, &report);
+                eprintln!("optional {:<12} {msg} ({OPTIONAL_WHY})", t.name);
+                rows.push(serde_json::json!({"name": t.name, "ok": false, "optional": true, "message": msg}));
+            }
+            Err(e) if optional(t) => {
+                eprintln!("optional {:<12} {e} ({OPTIONAL_WHY})", t.name);
+                rows.push(serde_json::json!({"name": t.name, "ok": false, "optional": true, "message": e.to_string()}));
             }
             Ok(report) => {
                 failed += 1;
