@@ -232,6 +232,7 @@ pub fn child(threads: usize, repeat: usize, pages: &[PathBuf]) -> anyhow::Result
             "model_s": total.model().as_secs_f64(),
             "pre_post_s": total.pre_post().as_secs_f64(),
             "decode_s": total.decode.as_secs_f64(),
+            "stages_ms": total.to_json(Some(wall)),
             "peak_rss_kib": hwm,
         })
     );

@@ -111,13 +111,28 @@ pub fn run(threads: usize, repeat: usize, models: &str, python: &Path) -> anyhow
         off.cold_start.as_secs_f64(),
         py.cold_start.as_secs_f64()
     );
+    // The layout detector's own cost per page (its session run, and its resize/decoding/NMS), and
+    // what it adds to the wall time per page.
+    let per_page = |s: &Side, key: &str| {
+        s.report["stages_ms"][key].as_f64().unwrap_or(f64::NAN) / s.report["pages"].as_f64().unwrap_or(f64::NAN)
+    };
+    let wall_ms = |s: &Side| 1e3 / pps(s);
+    println!(
+        "| layout detector per page | {:.0} ms model + {:.0} ms pre/post | – | – |",
+        per_page(&on, "regions_model"),
+        per_page(&on, "regions_pre_post")
+    );
+    println!("| wall time per page, layout on − off | {:.0} ms | | |", wall_ms(&on) - wall_ms(&off));
+    for (name, side) in [("layout on", &on), ("layout off", &off)] {
+        eprintln!("stages in ms, summed over {} pages, {name}: {}", side.report["pages"], side.report["stages_ms"]);
+    }
     let same = format!("{} pages × {repeat}, {threads} threads, ocr.models = {models}", pages.len());
     Ok(vec![
         Headline::ratio(
             "ocr-layout: pages/s, layout on vs rapidocr 3.10",
             format!("{:.2} vs {:.2} pages/s, {same}", pps(&on), pps(&py)),
             pps(&on) / pps(&py),
-            Goal::AtLeast(1.0),
+            Goal::AtLeast(1.5),
         ),
         Headline::ratio(
             "ocr-layout: pages/s, layout on vs off",

@@ -100,7 +100,9 @@ impl Timings {
         self.regions.pre_post += o.regions.pre_post;
     }
 
-    fn to_json(self, total: Option<Duration>) -> Value {
+    /// The stages in milliseconds, as the result's `timings` shows them (`total`: the wall time
+    /// they were part of).
+    pub fn to_json(self, total: Option<Duration>) -> Value {
         let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
         let mut v = json!({
             "decode": ms(self.decode),
