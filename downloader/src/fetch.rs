@@ -30,6 +30,13 @@ pub fn used_by_default(settings: &Settings, name: &str) -> bool {
     }
 }
 
+/// Whether workers start without slot `name` when it is missing: the layout detector (pages are
+/// then read on line geometry alone, with a start-up warning). `verify` reports such a slot but
+/// does not fail on it unless it was named with `--model`.
+pub fn workers_start_without(name: &str) -> bool {
+    name == "layout"
+}
+
 /// One repo to fetch or verify: a configured model slot or an ad-hoc `--repo`.
 #[derive(Debug, Clone)]
 pub struct Target {

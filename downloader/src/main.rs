@@ -286,16 +286,13 @@ fn print_summary(outcomes: &[Outcome], secs: f64, json: bool) {
     println!("total: {files} files, {} downloaded in {secs:.2} s ({rate:.1} MB/s)", human_bytes(bytes));
 }
 
-const OPTIONAL_WHY: &str = "optional: workers read pages without layout regions; `fetch --model layout` fetches it";
-
 async fn run_verify(settings: docfleet_core::Settings, args: VerifyArgs) -> Result<ExitCode, Error> {
     let targets = targets(&settings, &args.select)?;
     let depth = if args.hashes { Depth::Hashes } else { Depth::Quick };
-    // Unless named with --model, a missing layout detector does not fail the check: a worker
-    // without it reads pages on line geometry alone (with a start-up warning), so a volume filled
-    // before the layout model existed must not keep worker pods from starting.
+    // Unless named with --model, a slot workers start without does not fail the check, so a
+    // volume filled before that model was configured does not keep worker pods from starting.
     let named = !args.select.models.is_empty();
-    let optional = |t: &Target| !named && t.name == "layout";
+    let optional = |t: &Target| !named && fetch::workers_start_without(&t.name);
     let mut failed = 0;
     let mut rows = Vec::new();
     for t in &targets {
@@ -319,27 +316,30 @@ async fn run_verify(settings: docfleet_core::Settings, args: VerifyArgs) -> Resu
                     "path": report.snapshot.root, "files": report.files, "bytes": report.bytes, "hashed": report.hashed,
                     "unhashed": report.unhashed}));
             }
-            Ok(report) if optional(t) => {
-                let msg = models::problems_message(&t.name, &report);
-                eprintln!("optional {:<12} {msg} ({OPTIONAL_WHY})", t.name);
-                rows.push(serde_json::json!({"name": t.name, "ok": false, "optional": true, "message": msg}));
-            }
-            Err(e) if optional(t) => {
-                eprintln!("optional {:<12} {e} ({OPTIONAL_WHY})", t.name);
-                rows.push(serde_json::json!({"name": t.name, "ok": false, "optional": true, "message": e.to_string()}));
-            }
-            Ok(report) => {
-                failed += 1;
-                let msg = models::problems_message(&t.name, &report);
-                eprintln!("MISSING  {:<12} {msg}", t.name);
-                rows.push(serde_json::json!({"name": t.name, "ok": false, "snapshot": report.snapshot.id(),
-                    "problems": report.problems.iter().map(|p| serde_json::json!({"file": p.file, "problem": p.what})).collect::<Vec<_>>(),
-                    "message": msg}));
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("MISSING  {:<12} {e}", t.name);
-                rows.push(serde_json::json!({"name": t.name, "ok": false, "message": e.to_string()}));
+            failure => {
+                let (msg, mut row) = match failure {
+                    Ok(report) => {
+                        let msg = models::problems_message(&t.name, &report);
+                        let row = serde_json::json!({"name": t.name, "ok": false, "snapshot": report.snapshot.id(),
+                            "problems": report.problems.iter().map(|p| serde_json::json!({"file": p.file, "problem": p.what})).collect::<Vec<_>>(),
+                            "message": msg});
+                        (msg, row)
+                    }
+                    Err(e) => {
+                        (e.to_string(), serde_json::json!({"name": t.name, "ok": false, "message": e.to_string()}))
+                    }
+                };
+                if optional(t) {
+                    eprintln!(
+                        "optional {:<12} {msg} (optional: workers start without it; `fetch --model {}` fetches it)",
+                        t.name, t.name
+                    );
+                    row["optional"] = serde_json::json!(true);
+                } else {
+                    failed += 1;
+                    eprintln!("MISSING  {:<12} {msg}", t.name);
+                }
+                rows.push(row);
             }
         }
     }
