@@ -16,6 +16,7 @@ use summary::{Goal, Headline};
 
 mod downloader;
 mod fleet;
+mod florence2;
 mod idefics3;
 mod ocr;
 mod ocr_layout;
@@ -173,6 +174,32 @@ enum Command {
         #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
         python: String,
     },
+    /// docfleet's Florence-2 generation vs a Python onnxruntime loop on the same graphs and
+    /// transformers' generate: tokens/s per batch size, on the Florence-2-base-sized random model
+    /// `scripts/vlm/bench_florence2.py make DIR` writes.
+    Florence2 {
+        /// The bench model directory.
+        #[arg(long, default_value = "~/.cache/docfleet/florence2-bench")]
+        model: String,
+        /// onnxruntime (and torch) intra-op threads on every side.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+        batch: Vec<usize>,
+        /// Tokens generated per page (the stop token held back until the last).
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        /// The Florence-2 task token.
+        #[arg(long, default_value = "<OCR>")]
+        task: String,
+        /// onnxruntime's intra-op threads spin between operators on both sides.
+        #[arg(long)]
+        spinning: bool,
+        /// Python of the vlm venv (torch, transformers, onnxruntime).
+        #[arg(long, default_value = "~/.cache/docfleet/vlm-venv/bin/python")]
+        python: String,
+    },
     /// docfleet's Idefics3 generation vs a Python onnxruntime loop on the same graphs and
     /// transformers' generate: tokens/s per batch size and time outside session.run, on the
     /// SmolVLM-256M-sized random model `scripts/vlm/make_idefics3.py --bench DIR` writes.
@@ -290,6 +317,13 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<(usize, u64)>>>()?;
             tokio::task::spawn_blocking(move || qwen2vl::run(&model, &python, threads, &rows, new_tokens, spinning))
                 .await??
+        }
+        Command::Florence2 { model, threads, batch, new_tokens, task, spinning, python } => {
+            let (model, python) = (expand_home(&model), expand_home(&python));
+            tokio::task::spawn_blocking(move || {
+                florence2::run(&model, &python, threads, &batch, new_tokens, &task, spinning)
+            })
+            .await??
         }
         Command::Openai { pages, max_in_flight, max_tokens, threads, continuous_batching, python } => {
             openai::run(pages, &max_in_flight, max_tokens, threads, continuous_batching, python).await?

@@ -354,6 +354,31 @@ impl Florence2Engine {
         question: &[i64],
         max_new_tokens: usize,
     ) -> Result<(Vec<Generated>, Times)> {
+        self.generate_with(pixel_values, batch, question, max_new_tokens, &self.rules)
+    }
+
+    /// [`Self::generate`] for exactly `new_tokens` tokens per page: the stop token is held back
+    /// until the last one, as `transformers`' `min_new_tokens` does (benchmarks: every engine does
+    /// the same work; the generation config's forced EOS still ends each row).
+    pub fn generate_exactly(
+        &self,
+        pixel_values: &[f32],
+        batch: usize,
+        question: &[i64],
+        new_tokens: usize,
+    ) -> Result<(Vec<Generated>, Times)> {
+        let rules = Rules { min_new_tokens: self.rules.min_new_tokens.max(new_tokens), ..self.rules.clone() };
+        self.generate_with(pixel_values, batch, question, new_tokens, &rules)
+    }
+
+    fn generate_with(
+        &self,
+        pixel_values: &[f32],
+        batch: usize,
+        question: &[i64],
+        max_new_tokens: usize,
+        rules: &Rules,
+    ) -> Result<(Vec<Generated>, Times)> {
         let started = Instant::now();
         let mut times = Times::default();
         let (h, w) = (self.processor.height as usize, self.processor.width as usize);
@@ -420,7 +445,7 @@ impl Florence2Engine {
             batch,
             &prompt,
             max_new_tokens,
-            &self.rules,
+            rules,
             Some(&embed),
             times,
             started,
