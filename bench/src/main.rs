@@ -105,6 +105,9 @@ enum Command {
         /// Passes over the page set after the first (cold) page.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// Rounds of the three sides, each round in a rotated order; figures are medians.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// `ocr.models` of the Rust sides (`v6` is the set rapidocr 3.10 runs).
         #[arg(long, default_value = "v6")]
         models: String,
@@ -291,9 +294,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker { jobs, concurrency } => return worker::run(jobs, &concurrency).await,
         Command::Fleet { docs, concurrency } => fleet::run(docs, concurrency).await?,
         Command::Ocr { threads, repeat, python } => ocr_bench(threads, repeat, expand_home(&python)).await?,
-        Command::OcrLayout { threads, repeat, models, python } => {
+        Command::OcrLayout { threads, repeat, rounds, models, python } => {
             let python = expand_home(&python);
-            tokio::task::spawn_blocking(move || ocr_layout::run(threads, repeat, &models, &python)).await??
+            tokio::task::spawn_blocking(move || ocr_layout::run(threads, repeat, rounds, &models, &python)).await??
         }
         Command::OcrChild { threads, repeat, pages } => return ocr::child(threads, repeat, &pages),
         Command::Vlm { model, threads, repeat, batch, python } => {

@@ -71,11 +71,40 @@ fn pages() -> anyhow::Result<Vec<PathBuf>> {
     Ok(pages.iter().filter_map(|p| p["file"].as_str()).map(|f| dir.join(f)).collect())
 }
 
-/// `docfleet-bench ocr-layout`.
-pub fn run(threads: usize, repeat: usize, models: &str, python: &Path) -> anyhow::Result<Vec<Headline>> {
+/// The median of `xs` (the mean of the middle two for an even count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}
+
+/// `docfleet-bench ocr-layout`: `rounds` rounds of the three sides, each round in a rotated order
+/// (round r starts with side r mod 3), so a slow spell of a shared machine does not always land
+/// on the same side; the figures are medians over the rounds, and the ratio is the median of the
+/// rounds' own ratios (each round's sides ran minutes apart, not hours).
+pub fn run(threads: usize, repeat: usize, rounds: usize, models: &str, python: &Path) -> anyhow::Result<Vec<Headline>> {
     let pages = pages()?;
-    eprintln!("{} pages, {repeat} passes, {threads} onnxruntime threads, ocr.models = {models}", pages.len());
-    let rust = |layout: bool| -> anyhow::Result<Side> {
+    let rounds = rounds.max(1);
+    eprintln!(
+        "{} pages, {repeat} passes, {rounds} rounds, {threads} onnxruntime threads, ocr.models = {models}",
+        pages.len()
+    );
+    if !python.exists() {
+        bail!(
+            "{} is missing: create the rapidocr 3.10 venv (`python3.11 -m venv ~/.cache/docfleet/ocr-v6-venv && ~/.cache/docfleet/ocr-v6-venv/bin/pip install -r scripts/ocr/requirements-v6.txt`)",
+            python.display()
+        );
+    }
+    let side = |which: usize| -> anyhow::Result<Side> {
+        if which == 2 {
+            let mut py = Command::new(python);
+            py.arg("-c").arg(PYTHON).arg(threads.to_string()).arg(repeat.to_string()).args(&pages);
+            return measure(py).context("the Python side");
+        }
+        let layout = which == 0;
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.env("DOCFLEET__OCR__LAYOUT", layout.to_string())
             .env("DOCFLEET__OCR__MODELS", models)
@@ -87,24 +116,48 @@ pub fn run(threads: usize, repeat: usize, models: &str, python: &Path) -> anyhow
             .args(&pages);
         measure(cmd).with_context(|| format!("the Rust side, layout {layout}"))
     };
-    let on = rust(true)?;
-    let off = rust(false)?;
-    if !python.exists() {
-        bail!(
-            "{} is missing: create the rapidocr 3.10 venv (`python3.11 -m venv ~/.cache/docfleet/ocr-v6-venv && ~/.cache/docfleet/ocr-v6-venv/bin/pip install -r scripts/ocr/requirements-v6.txt`)",
-            python.display()
-        );
+    // results[side][round]: 0 layout on, 1 layout off, 2 rapidocr.
+    let mut results: [Vec<Side>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for r in 0..rounds {
+        let mut got: [Option<Side>; 3] = [None, None, None];
+        for k in 0..3 {
+            let which = (r + k) % 3;
+            got[which] = Some(side(which)?);
+        }
+        for (which, s) in got.into_iter().enumerate() {
+            results[which].push(s.expect("every side ran"));
+        }
     }
-    let mut py = Command::new(python);
-    py.arg("-c").arg(PYTHON).arg(threads.to_string()).arg(repeat.to_string()).args(&pages);
-    let py = measure(py).context("the Python side")?;
-
     let pps = |s: &Side| s.report["pages"].as_f64().unwrap_or(0.0) / s.report["wall_s"].as_f64().unwrap_or(f64::NAN);
+    if rounds > 1 {
+        eprintln!("per round, pages/s (layout on / layout off / rapidocr 3.10) and on ÷ rapidocr:");
+        for r in 0..rounds {
+            let (a, b, c) = (pps(&results[0][r]), pps(&results[1][r]), pps(&results[2][r]));
+            eprintln!("  round {}: {a:.2} / {b:.2} / {c:.2}, {:.2}×", r + 1, a / c);
+        }
+    }
+    let ratios: Vec<f64> = (0..rounds).map(|r| pps(&results[0][r]) / pps(&results[2][r])).collect();
+    let on_off: Vec<f64> = (0..rounds).map(|r| pps(&results[0][r]) / pps(&results[1][r])).collect();
+    let spread = |xs: &[f64]| {
+        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if xs.len() > 1 { format!(", rounds {lo:.2}–{hi:.2}×") } else { String::new() }
+    };
+    // The round whose layout-on side is the median one stands for the per-side details.
+    let pick = |which: usize| -> &Side {
+        let m = median(results[which].iter().map(pps).collect());
+        results[which]
+            .iter()
+            .min_by(|a, b| (pps(a) - m).abs().total_cmp(&(pps(b) - m).abs()))
+            .expect("at least one round")
+    };
+    let (on, off, py) = (pick(0), pick(1), pick(2));
+    let med = |which: usize| median(results[which].iter().map(pps).collect());
     let rss = |s: &Side| s.report["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
     println!("| | docfleet ocr, layout on | docfleet ocr, layout off | rapidocr 3.10 (Python) |");
     println!("|---|---|---|---|");
-    println!("| pages/s (warm) | {:.2} | {:.2} | {:.2} |", pps(&on), pps(&off), pps(&py));
-    println!("| peak RSS | {:.0} MiB | {:.0} MiB | {:.0} MiB |", rss(&on), rss(&off), rss(&py));
+    println!("| pages/s (warm{}) | {:.2} | {:.2} | {:.2} |", if rounds > 1 { ", median" } else { "" }, med(0), med(1), med(2));
+    println!("| peak RSS | {:.0} MiB | {:.0} MiB | {:.0} MiB |", rss(on), rss(off), rss(py));
     println!(
         "| cold start to first result | {:.2} s | {:.2} s | {:.2} s |",
         on.cold_start.as_secs_f64(),
@@ -116,28 +169,29 @@ pub fn run(threads: usize, repeat: usize, models: &str, python: &Path) -> anyhow
     let per_page = |s: &Side, key: &str| {
         s.report["stages_ms"][key].as_f64().unwrap_or(f64::NAN) / s.report["pages"].as_f64().unwrap_or(f64::NAN)
     };
-    let wall_ms = |s: &Side| 1e3 / pps(s);
+    let wall_ms = |which: usize| 1e3 / med(which);
     println!(
         "| layout detector per page | {:.0} ms model + {:.0} ms pre/post | – | – |",
-        per_page(&on, "regions_model"),
-        per_page(&on, "regions_pre_post")
+        per_page(on, "regions_model"),
+        per_page(on, "regions_pre_post")
     );
-    println!("| wall time per page, layout on − off | {:.0} ms | | |", wall_ms(&on) - wall_ms(&off));
-    for (name, side) in [("layout on", &on), ("layout off", &off)] {
+    println!("| wall time per page, layout on − off | {:.0} ms | | |", wall_ms(0) - wall_ms(1));
+    for (name, side) in [("layout on", on), ("layout off", off)] {
         eprintln!("stages in ms, summed over {} pages, {name}: {}", side.report["pages"], side.report["stages_ms"]);
     }
     let same = format!("{} pages × {repeat}, {threads} threads, ocr.models = {models}", pages.len());
+    let of_rounds = if rounds > 1 { format!(" (medians of {rounds} rounds)") } else { String::new() };
     Ok(vec![
         Headline::ratio(
             "ocr-layout: pages/s, layout on vs rapidocr 3.10",
-            format!("{:.2} vs {:.2} pages/s, {same}", pps(&on), pps(&py)),
-            pps(&on) / pps(&py),
+            format!("{:.2} vs {:.2} pages/s{of_rounds}, {same}{}", med(0), med(2), spread(&ratios)),
+            median(ratios.clone()),
             Goal::AtLeast(1.5),
         ),
         Headline::ratio(
             "ocr-layout: pages/s, layout on vs off",
-            format!("{:.2} vs {:.2} pages/s", pps(&on), pps(&off)),
-            pps(&on) / pps(&off),
+            format!("{:.2} vs {:.2} pages/s{of_rounds}{}", med(0), med(1), spread(&on_off)),
+            median(on_off.clone()),
             Goal::AtLeast(0.7),
         ),
     ])
