@@ -10,7 +10,6 @@
 //! Qwen2-VL. Preprocessing is outside the timings. Rust runs first, then Python in a child process.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 use docfleet_core::Settings;
@@ -46,14 +45,7 @@ pub fn run(
             model.display()
         );
     }
-    let mut files: Vec<_> = std::fs::read_dir(model.join("pages"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no pages in {}", model.join("pages").display());
-    }
+    let files = crate::pyside::pages(model)?;
 
     let mut settings = Settings::default();
     settings.models.vlm.dir = Some(model.to_path_buf());
@@ -102,13 +94,9 @@ pub fn run(
     drop(vlm);
     drop(engine);
 
-    if !python.exists() {
-        bail!("{} is missing: create the vlm venv (scripts/vlm/requirements.txt)", python.display());
-    }
-    let script = docfleet_tests::repo_root().join("scripts/vlm/bench_florence2.py");
+    let (mut cmd, script) = crate::pyside::command(python, "bench_florence2.py")?;
     let list: Vec<String> = batches.iter().map(|b| b.to_string()).collect();
-    let mut cmd = Command::new(python);
-    cmd.arg(&script).arg("run").arg(model).args([
+    cmd.arg("run").arg(model).args([
         "--threads",
         &threads.to_string(),
         "--batches",
@@ -121,35 +109,19 @@ pub fn run(
     if spinning {
         cmd.arg("--spinning");
     }
-    let out = cmd.stderr(Stdio::inherit()).output().context("running the Python side")?;
-    if !out.status.success() {
-        bail!("{} failed: {}", script.display(), out.status);
-    }
-    let (mut ort_loop, mut transformers) = (Vec::new(), Vec::new());
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+    let rows = crate::pyside::run(cmd, &script, rust.len())?;
+    let row = |v: &Value| {
         let wall = v["wall_s"].as_f64().unwrap_or(f64::NAN);
-        let row = Row {
+        Row {
             tokens_per_s: v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
             wall,
             encoder: v["encoder_s"].as_f64(),
             outside: v["outside_run_fraction"].as_f64().map(|x| x * wall),
             ids: serde_json::from_value(v["ids"].clone()).unwrap_or_default(),
-        };
-        match v["engine"].as_str() {
-            Some("onnxruntime") => ort_loop.push(row),
-            Some("transformers") => transformers.push(row),
-            _ => {}
         }
-    }
-    if ort_loop.len() != rust.len() || transformers.len() != rust.len() {
-        bail!(
-            "the Python side reported {} + {} rows, expected {} each",
-            ort_loop.len(),
-            transformers.len(),
-            rust.len()
-        );
-    }
+    };
+    let ort_loop: Vec<Row> = rows.ort_loop.iter().map(row).collect();
+    let transformers: Vec<Row> = rows.transformers.iter().map(row).collect();
 
     let pct = |r: &Row| r.outside.map(|o| format!("{:.1} %", 100.0 * o / r.wall)).unwrap_or_else(|| "–".into());
     let secs = |x: Option<f64>| x.map(|s| format!("{s:.2}")).unwrap_or_else(|| "–".into());

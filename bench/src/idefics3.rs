@@ -11,7 +11,6 @@
 //! Python in a child process (`scripts/vlm/bench_idefics3_python.py`), never at the same time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 use docfleet_core::Settings;
@@ -86,14 +85,7 @@ pub fn run(
     let vlm = Vlm::load(&settings).context("loading the model (run scripts/setup/onnxruntime.sh?)")?;
     let engine = vlm.idefics3().context("the bench model is not an Idefics3 export")?.clone();
 
-    let mut page_files: Vec<PathBuf> = std::fs::read_dir(model.join("pages"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    page_files.sort();
-    if page_files.is_empty() {
-        bail!("no pages in {}", model.join("pages").display());
-    }
+    let page_files = crate::pyside::pages(model)?;
     let rendered = engine.render(PROMPT)?;
     let mut prepared = Vec::new();
     for file in &page_files {
@@ -139,13 +131,9 @@ pub fn run(
     drop(engine);
     drop(vlm);
 
-    if !python.exists() {
-        bail!("{} is missing: create the vlm venv (scripts/vlm/requirements.txt)", python.display());
-    }
-    let script = docfleet_tests::repo_root().join("scripts/vlm/bench_idefics3_python.py");
+    let (mut cmd, script) = crate::pyside::command(python, "bench_idefics3_python.py")?;
     let list: Vec<String> = batches.iter().map(|b| b.to_string()).collect();
-    let mut cmd = Command::new(python);
-    cmd.arg(&script).arg(&dir).args([
+    cmd.arg(&dir).args([
         "--threads",
         &threads.to_string(),
         "--batches",
@@ -160,36 +148,18 @@ pub fn run(
         cmd.arg("--spinning");
     }
     // The Python side reads the torch checkpoint and pages through the linked directory.
-    let out = cmd.stderr(Stdio::inherit()).output().context("running the Python side")?;
-    if !out.status.success() {
-        bail!("{} failed: {}", script.display(), out.status);
-    }
-    let mut ort_loop = Vec::new();
-    let mut transformers = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        let Some(engine) = v["engine"].as_str() else { continue };
+    let reported = crate::pyside::run(cmd, &script, rust.len())?;
+    let figures = |v: &Value| {
         let wall = v["wall_s"].as_f64().unwrap_or(f64::NAN);
-        let f = Figures {
+        Figures {
             tokens: v["tokens"].as_u64().unwrap_or(0) as usize,
             wall,
             outside: v["outside_run_fraction"].as_f64().map(|x| x * wall),
             first_row: serde_json::from_value(v["ids_first_row"].clone()).unwrap_or_default(),
-        };
-        match engine {
-            "onnxruntime" => ort_loop.push(f),
-            "transformers" => transformers.push(f),
-            _ => {}
         }
-    }
-    if ort_loop.len() != rust.len() || transformers.len() != rust.len() {
-        bail!(
-            "the Python side reported {} onnxruntime and {} transformers rows, expected {} each",
-            ort_loop.len(),
-            transformers.len(),
-            rust.len()
-        );
-    }
+    };
+    let ort_loop: Vec<Figures> = reported.ort_loop.iter().map(figures).collect();
+    let transformers: Vec<Figures> = reported.transformers.iter().map(figures).collect();
 
     let pct = |f: &Figures| f.outside.map(|o| format!("{:.1} %", 100.0 * o / f.wall)).unwrap_or_else(|| "–".into());
     println!(

@@ -21,6 +21,7 @@ mod idefics3;
 mod ocr;
 mod ocr_layout;
 mod openai;
+mod pyside;
 mod qwen2vl;
 mod scaler;
 mod summary;

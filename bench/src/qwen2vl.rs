@@ -10,7 +10,6 @@
 //! is outside the timings. Rust runs first, then Python in a child process.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 use docfleet_core::Settings;
@@ -50,17 +49,10 @@ pub fn run(
         );
     }
     let mut pages = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(model.join("pages"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    files.sort();
+    let files = crate::pyside::pages(model)?;
     for file in &files {
         let (_, mut raster) = docfleet_worker::document::rasterize(&std::fs::read(file)?, &Limits::default(), 150.0)?;
         pages.push(raster.remove(0).image);
-    }
-    if pages.is_empty() {
-        bail!("no pages in {}", model.join("pages").display());
     }
     eprintln!(
         "model {} ({} pages), {new_tokens} new tokens per page, {threads} onnxruntime threads, spinning {spinning}; {}",
@@ -110,13 +102,9 @@ pub fn run(
         });
     }
 
-    if !python.exists() {
-        bail!("{} is missing: create the vlm venv (scripts/vlm/requirements.txt)", python.display());
-    }
-    let script = docfleet_tests::repo_root().join("scripts/vlm/bench_qwen2vl.py");
+    let (mut cmd, script) = crate::pyside::command(python, "bench_qwen2vl.py")?;
     let list: Vec<String> = rows.iter().map(|(b, p)| format!("{b}:{p}")).collect();
-    let mut cmd = Command::new(python);
-    cmd.arg(&script).arg("run").arg(model).args([
+    cmd.arg("run").arg(model).args([
         "--threads",
         &threads.to_string(),
         "--rows",
@@ -127,35 +115,19 @@ pub fn run(
     if spinning {
         cmd.arg("--spinning");
     }
-    let out = cmd.stderr(Stdio::inherit()).output().context("running the Python side")?;
-    if !out.status.success() {
-        bail!("{} failed: {}", script.display(), out.status);
-    }
-    let (mut ort_loop, mut transformers) = (Vec::new(), Vec::new());
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+    let reported = crate::pyside::run(cmd, &script, rust.len())?;
+    let row = |v: &Value| {
         let wall = v["wall_s"].as_f64().unwrap_or(f64::NAN);
-        let row = Row {
+        Row {
             image_tokens: serde_json::from_value(v["image_tokens"].clone()).unwrap_or_default(),
             tokens_per_s: v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
             wall,
             outside: v["outside_run_fraction"].as_f64().map(|x| x * wall),
             ids: serde_json::from_value(v["ids"].clone()).unwrap_or_default(),
-        };
-        match v["engine"].as_str() {
-            Some("onnxruntime") => ort_loop.push(row),
-            Some("transformers") => transformers.push(row),
-            _ => {}
         }
-    }
-    if ort_loop.len() != rust.len() || transformers.len() != rust.len() {
-        bail!(
-            "the Python side reported {} + {} rows, expected {} each",
-            ort_loop.len(),
-            transformers.len(),
-            rust.len()
-        );
-    }
+    };
+    let ort_loop: Vec<Row> = reported.ort_loop.iter().map(row).collect();
+    let transformers: Vec<Row> = reported.transformers.iter().map(row).collect();
 
     for (r, o) in rust.iter().zip(&ort_loop) {
         anyhow::ensure!(
