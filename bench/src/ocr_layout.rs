@@ -131,8 +131,8 @@ pub fn run(threads: usize, repeat: usize, rounds: usize, models: &str, python: &
     let pps = |s: &Side| s.report["pages"].as_f64().unwrap_or(0.0) / s.report["wall_s"].as_f64().unwrap_or(f64::NAN);
     if rounds > 1 {
         eprintln!("per round, pages/s (layout on / layout off / rapidocr 3.10) and on ÷ rapidocr:");
-        for r in 0..rounds {
-            let (a, b, c) = (pps(&results[0][r]), pps(&results[1][r]), pps(&results[2][r]));
+        for (r, ((on, off), py)) in results[0].iter().zip(&results[1]).zip(&results[2]).enumerate() {
+            let (a, b, c) = (pps(on), pps(off), pps(py));
             eprintln!("  round {}: {a:.2} / {b:.2} / {c:.2}, {:.2}×", r + 1, a / c);
         }
     }
