@@ -156,7 +156,13 @@ pub fn run(threads: usize, repeat: usize, rounds: usize, models: &str, python: &
     let rss = |s: &Side| s.report["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
     println!("| | docfleet ocr, layout on | docfleet ocr, layout off | rapidocr 3.10 (Python) |");
     println!("|---|---|---|---|");
-    println!("| pages/s (warm{}) | {:.2} | {:.2} | {:.2} |", if rounds > 1 { ", median" } else { "" }, med(0), med(1), med(2));
+    println!(
+        "| pages/s (warm{}) | {:.2} | {:.2} | {:.2} |",
+        if rounds > 1 { ", median" } else { "" },
+        med(0),
+        med(1),
+        med(2)
+    );
     println!("| peak RSS | {:.0} MiB | {:.0} MiB | {:.0} MiB |", rss(on), rss(off), rss(py));
     println!(
         "| cold start to first result | {:.2} s | {:.2} s | {:.2} s |",

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod document;
+pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

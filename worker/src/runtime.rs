@@ -124,6 +124,39 @@ impl Runtime {
         builder.commit_from_file(path).map_err(|e| bad(&e))
     }
 
+    /// [`session`](Self::session) for a small model read whole into memory first, so that the
+    /// graph rewrites onnxruntime does not make ([`crate::graph`], `runtime.fuse_hard_swish`) are
+    /// made; the `ocr` pipeline's models load this way.
+    pub fn session_rewritten(&self, path: &Path, id: &str) -> Result<Session> {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
+        let builder = self.session_builder(self.settings.intra_threads).map_err(|e| bad(&e))?;
+        let builder = match self.provider {
+            ExecutionProvider::Cpu => builder,
+            other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
+        };
+        self.commit_rewritten(builder, path, id, 1)
+    }
+
+    /// Commit `builder` to the model at `path`, rewritten in memory when `runtime.fuse_hard_swish`
+    /// is on and it has something to fuse; as the file otherwise.
+    fn commit_rewritten(&self, mut builder: SessionBuilder, path: &Path, id: &str, replicas: usize) -> Result<Session> {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
+        if !self.settings.fuse_hard_swish {
+            return builder.commit_from_file(path).map_err(|e| bad(&e));
+        }
+        let bytes = std::fs::read(path).map_err(|e| bad(&e))?;
+        match crate::graph::fuse_hard_swish(&bytes) {
+            Ok(crate::graph::Rewritten { bytes: Some(rewritten), hard_swish }) => {
+                tracing::debug!(model = %id, hard_swish, session_of = replicas, "graph rewritten: hard-swish fused");
+                builder.commit_from_memory(&rewritten).map_err(|e| bad(&e))
+            }
+            Ok(_) => builder.commit_from_memory(&bytes).map_err(|e| bad(&e)),
+            Err(why) => Err(bad(&why)),
+        }
+    }
+
     fn load(
         &self,
         path: &Path,
@@ -138,11 +171,11 @@ impl Runtime {
         let mut sessions = Vec::with_capacity(replicas);
         for _ in 0..replicas {
             let builder = self.session_builder(intra_threads).map_err(|e| bad(&e))?;
-            let mut builder = match self.provider {
+            let builder = match self.provider {
                 ExecutionProvider::Cpu => builder,
                 other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
             };
-            sessions.push(builder.commit_from_file(path).map_err(|e| bad(&e))?);
+            sessions.push(self.commit_rewritten(builder, path, &id, replicas)?);
         }
         let session = &sessions[0];
         let input =

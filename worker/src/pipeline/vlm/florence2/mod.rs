@@ -439,17 +439,7 @@ impl Florence2Engine {
         times.encoder = t.elapsed();
         let embed = |ids: &[i64], shape: [usize; 2]| self.embed_ids(ids, shape);
         let prompt = [self.generation.decoder_start_token_id];
-        generate::decode(
-            &self.decoders,
-            encoded,
-            batch,
-            &prompt,
-            max_new_tokens,
-            rules,
-            Some(&embed),
-            times,
-            started,
-        )
+        generate::decode(&self.decoders, encoded, batch, &prompt, max_new_tokens, rules, Some(&embed), times, started)
     }
 
     fn embed_ids(&self, ids: &[i64], shape: [usize; 2]) -> Result<DynValue> {
