@@ -303,8 +303,11 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
                     for new in hard_swish(node, m) {
                         put(GRAPH_NODE, &new.encode_to_vec(), &mut out);
                     }
-                } else if !dropped.contains(&i) && !(node.is("Constant") && node.output.iter().all(|o| orphaned(o))) {
-                    out.extend_from_slice(f.whole);
+                } else {
+                    let unused_constant = node.is("Constant") && node.output.iter().all(|o| orphaned(o));
+                    if !dropped.contains(&i) && !unused_constant {
+                        out.extend_from_slice(f.whole);
+                    }
                 }
             }
             GRAPH_INITIALIZER => {
@@ -396,8 +399,11 @@ mod tests {
         m
     }
 
-    /// The graph's nodes as (op, inputs, output), and the initializer names.
-    fn graph_of(model: &[u8]) -> (Vec<(String, Vec<String>, String)>, Vec<String>) {
+    /// A node as (op, inputs, output).
+    type Op = (String, Vec<String>, String);
+
+    /// The graph's nodes, and the initializer names.
+    fn graph_of(model: &[u8]) -> (Vec<Op>, Vec<String>) {
         let top = fields(model).unwrap();
         let graph = top.iter().find(|f| f.tag == MODEL_GRAPH).unwrap();
         let (mut nodes, mut inits) = (Vec::new(), Vec::new());
