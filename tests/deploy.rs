@@ -408,7 +408,11 @@ fn autoscaling_targets_the_worker_and_the_scalers_metric() {
                         let ns = svc["metadata"]["namespace"].as_str().unwrap();
                         assert!(host == svc_name || host.starts_with(&format!("{svc_name}.{ns}.")), "{what}: {addr}");
                         assert!(
-                            svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"].to_string() == port),
+                            svc["spec"]["ports"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|p| p["port"].as_u64().is_some_and(|n| port.parse() == Ok(n))),
                             "{what}: {addr}"
                         );
                         assert_eq!(t["metadata"]["queue"], queue, "{what}: queue");

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use docfleet_core::Settings;
 use docfleet_core::config::Limits;
 use docfleet_worker::pipeline::vlm::Vlm;
@@ -38,13 +38,7 @@ pub fn run(
     task: &str,
     spinning: bool,
 ) -> anyhow::Result<Vec<Headline>> {
-    if !model.join("onnx/decoder_model_merged.onnx").is_file() {
-        bail!(
-            "{} has no bench model: run `~/.cache/docfleet/vlm-venv/bin/python scripts/vlm/bench_florence2.py make {}`",
-            model.display(),
-            model.display()
-        );
-    }
+    crate::pyside::require_model(model, "bench_florence2.py make")?;
     let files = crate::pyside::pages(model)?;
 
     let mut settings = Settings::default();

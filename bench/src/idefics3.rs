@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use docfleet_core::Settings;
 use docfleet_core::config::Limits;
 use docfleet_worker::pipeline::vlm::Vlm;
@@ -67,13 +67,7 @@ pub fn run(
     split: bool,
     spinning: bool,
 ) -> anyhow::Result<Vec<Headline>> {
-    if !model.join("onnx/decoder_model_merged.onnx").is_file() {
-        bail!(
-            "{} has no bench model: run `~/.cache/docfleet/vlm-venv/bin/python scripts/vlm/make_idefics3.py --bench {}`",
-            model.display(),
-            model.display()
-        );
-    }
+    crate::pyside::require_model(model, "make_idefics3.py --bench")?;
     let tmp = tempfile::tempdir()?;
     let dir = with_splitting(model, split, tmp.path())?;
     let mut settings = Settings::default();

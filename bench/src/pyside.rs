@@ -51,6 +51,19 @@ pub fn command(python: &Path, script: &str) -> anyhow::Result<(Command, PathBuf)
     Ok((cmd, script))
 }
 
+/// Fail unless `model` holds a bench model (its merged decoder), naming the command that makes
+/// one: `make` is that command's script and arguments before the model directory.
+pub fn require_model(model: &Path, make: &str) -> anyhow::Result<()> {
+    if !model.join("onnx/decoder_model_merged.onnx").is_file() {
+        bail!(
+            "{} has no bench model: run `~/.cache/docfleet/vlm-venv/bin/python scripts/vlm/{make} {}`",
+            model.display(),
+            model.display()
+        );
+    }
+    Ok(())
+}
+
 /// A bench model's pages: `DIR/pages/*.png` in name order.
 pub fn pages(model: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let dir = model.join("pages");

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use docfleet_core::Settings;
 use docfleet_core::config::Limits;
 use docfleet_worker::pipeline::vlm::Vlm;
@@ -41,13 +41,7 @@ pub fn run(
     new_tokens: usize,
     spinning: bool,
 ) -> anyhow::Result<Vec<Headline>> {
-    if !model.join("onnx/decoder_model_merged.onnx").is_file() {
-        bail!(
-            "{} has no bench model: run `~/.cache/docfleet/vlm-venv/bin/python scripts/vlm/bench_qwen2vl.py make {}`",
-            model.display(),
-            model.display()
-        );
-    }
+    crate::pyside::require_model(model, "bench_qwen2vl.py make")?;
     let mut pages = Vec::new();
     let files = crate::pyside::pages(model)?;
     for file in &files {

@@ -162,10 +162,10 @@ pub fn pod_template(object: &Value) -> Option<&Value> {
 /// Whether a label selector (`matchLabels` / `matchExpressions`) selects a set of labels.
 pub fn selector_matches(selector: &Value, labels: &Value) -> bool {
     let label = |k: &str| labels.get(k).and_then(Value::as_str);
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
-        if !ml.iter().all(|(k, v)| label(k) == v.as_str()) {
-            return false;
-        }
+    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
+        && !ml.iter().all(|(k, v)| label(k) == v.as_str())
+    {
+        return false;
     }
     if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {

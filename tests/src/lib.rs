@@ -179,16 +179,18 @@ fn start_localstack() -> LocalStack {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut watchdog, 0);
-    watchdog.spawn().expect("start watchdog");
+    // It outlives this process on purpose (it waits for it to die): never waited on here.
+    std::mem::forget(watchdog.spawn().expect("start watchdog"));
     std::mem::forget(child);
 
     let endpoint = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if let Some(body) = http_get(port, "/_localstack/health") {
-            if body.contains("\"sqs\": \"running\"") && body.contains("\"s3\": \"running\"") {
-                break;
-            }
+        if let Some(body) = http_get(port, "/_localstack/health")
+            && body.contains("\"sqs\": \"running\"")
+            && body.contains("\"s3\": \"running\"")
+        {
+            break;
         }
         if Instant::now() >= deadline {
             let log_text = std::fs::read_to_string(&log).unwrap_or_default();
