@@ -196,6 +196,8 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
     let mut nodes: Vec<Node> = Vec::new();
     let mut scalars: HashMap<String, f32> = HashMap::new();
     let mut kept_names: HashSet<String> = HashSet::new();
+    // Initializer names in field order, for dropping orphans without decoding them again.
+    let mut initializers: Vec<String> = Vec::new();
     for f in &fields {
         match f.tag {
             GRAPH_NODE => nodes.push(Node::decode(f.value).map_err(|e| format!("node: {e}"))?),
@@ -205,8 +207,9 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
                     return Ok(None);
                 }
                 if let Some(v) = t.scalar() {
-                    scalars.insert(t.name, v);
+                    scalars.insert(t.name.clone(), v);
                 }
+                initializers.push(t.name);
             }
             // Graph inputs and outputs are never dropped or bypassed.
             GRAPH_INPUT | GRAPH_OUTPUT => {
@@ -292,7 +295,7 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
     let orphaned = |name: &str| scalars.contains_key(name) && !used.contains(name);
 
     let mut out = Vec::with_capacity(graph.len());
-    let mut index = 0;
+    let (mut index, mut initializer) = (0, 0);
     for f in &fields {
         match f.tag {
             GRAPH_NODE => {
@@ -311,10 +314,10 @@ fn rewrite_graph(graph: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
                 }
             }
             GRAPH_INITIALIZER => {
-                let t = Tensor::decode(f.value).map_err(|e| format!("initializer: {e}"))?;
-                if !orphaned(&t.name) {
+                if !orphaned(&initializers[initializer]) {
                     out.extend_from_slice(f.whole);
                 }
+                initializer += 1;
             }
             _ => out.extend_from_slice(f.whole),
         }

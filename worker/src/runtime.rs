@@ -116,45 +116,49 @@ impl Runtime {
     pub fn session(&self, path: &Path, id: &str) -> Result<Session> {
         let bad =
             |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
-        let builder = self.session_builder(self.settings.intra_threads).map_err(|e| bad(&e))?;
-        let mut builder = match self.provider {
-            ExecutionProvider::Cpu => builder,
-            other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
-        };
-        builder.commit_from_file(path).map_err(|e| bad(&e))
+        self.session_builder(self.settings.intra_threads)
+            .and_then(|mut b| b.commit_from_file(path))
+            .map_err(|e| bad(&e))
     }
 
     /// [`session`](Self::session) for a small model read whole into memory first, so that the
     /// graph rewrites onnxruntime does not make ([`crate::graph`], `runtime.fuse_hard_swish`) are
     /// made; the `ocr` pipeline's models load this way.
     pub fn session_rewritten(&self, path: &Path, id: &str) -> Result<Session> {
-        let bad =
-            |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
-        let builder = self.session_builder(self.settings.intra_threads).map_err(|e| bad(&e))?;
-        let builder = match self.provider {
-            ExecutionProvider::Cpu => builder,
-            other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
-        };
-        self.commit_rewritten(builder, path, id, 1)
+        let bytes = self.rewritten(path, id)?;
+        self.commit(path, id, self.settings.intra_threads, bytes.as_deref())
     }
 
-    /// Commit `builder` to the model at `path`, rewritten in memory when `runtime.fuse_hard_swish`
-    /// is on and it has something to fuse; as the file otherwise.
-    fn commit_rewritten(&self, mut builder: SessionBuilder, path: &Path, id: &str, replicas: usize) -> Result<Session> {
+    /// The model at `path` as sessions should load it when `runtime.fuse_hard_swish` is on: read
+    /// once and rewritten in memory where there is something to fuse, as read otherwise. `None`
+    /// (fusion off): load the file itself.
+    fn rewritten(&self, path: &Path, id: &str) -> Result<Option<Vec<u8>>> {
+        if !self.settings.fuse_hard_swish {
+            return Ok(None);
+        }
         let bad =
             |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
-        if !self.settings.fuse_hard_swish {
-            return builder.commit_from_file(path).map_err(|e| bad(&e));
-        }
         let bytes = std::fs::read(path).map_err(|e| bad(&e))?;
-        match crate::graph::fuse_hard_swish(&bytes) {
-            Ok(crate::graph::Rewritten { bytes: Some(rewritten), hard_swish }) => {
-                tracing::debug!(model = %id, hard_swish, session_of = replicas, "graph rewritten: hard-swish fused");
-                builder.commit_from_memory(&rewritten).map_err(|e| bad(&e))
+        match crate::graph::fuse_hard_swish(&bytes).map_err(|why| bad(&why))? {
+            crate::graph::Rewritten { bytes: Some(rewritten), hard_swish } => {
+                tracing::debug!(model = %id, hard_swish, "graph rewritten: hard-swish fused");
+                Ok(Some(rewritten))
             }
-            Ok(_) => builder.commit_from_memory(&bytes).map_err(|e| bad(&e)),
-            Err(why) => Err(bad(&why)),
+            _ => Ok(Some(bytes)),
         }
+    }
+
+    /// A session on `intra_threads` threads for the model at `path`, from `bytes` when given
+    /// ([`rewritten`](Self::rewritten)), else from the file.
+    fn commit(&self, path: &Path, id: &str, intra_threads: usize, bytes: Option<&[u8]>) -> Result<Session> {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
+        let mut builder = self.session_builder(intra_threads).map_err(|e| bad(&e))?;
+        match bytes {
+            Some(bytes) => builder.commit_from_memory(bytes),
+            None => builder.commit_from_file(path),
+        }
+        .map_err(|e| bad(&e))
     }
 
     fn load(
@@ -168,15 +172,13 @@ impl Runtime {
         let started = Instant::now();
         let bad =
             |e: &dyn std::fmt::Display| Error::Model(format!("cannot load model {id} from {}: {e}", path.display()));
+        // Read and rewritten once; every replica is built from the same bytes.
+        let bytes = self.rewritten(path, &id)?;
         let mut sessions = Vec::with_capacity(replicas);
         for _ in 0..replicas {
-            let builder = self.session_builder(intra_threads).map_err(|e| bad(&e))?;
-            let builder = match self.provider {
-                ExecutionProvider::Cpu => builder,
-                other => with_gpu_provider(builder, other, self.settings.device_id).map_err(|e| bad(&e))?,
-            };
-            sessions.push(self.commit_rewritten(builder, path, &id, replicas)?);
+            sessions.push(self.commit(path, &id, intra_threads, bytes.as_deref())?);
         }
+        drop(bytes);
         let session = &sessions[0];
         let input =
             session.inputs().first().map(|o| o.name().to_owned()).ok_or_else(|| bad(&"the model has no input"))?;
@@ -204,6 +206,7 @@ impl Runtime {
         Ok(Model { id, character, replicas, batcher })
     }
 
+    /// A session builder with the shared options and the execution provider.
     fn session_builder(&self, intra_threads: usize) -> ort::Result<SessionBuilder> {
         let rt = &self.settings;
         let mut b = Session::builder(&self.env)?
@@ -222,7 +225,10 @@ impl Runtime {
         if rt.inter_threads > 0 {
             b = b.with_inter_threads(rt.inter_threads)?.with_parallel_execution(true)?;
         }
-        Ok(b)
+        match self.provider {
+            ExecutionProvider::Cpu => Ok(b),
+            other => with_gpu_provider(b, other, rt.device_id),
+        }
     }
 }
 
