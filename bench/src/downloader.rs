@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use docfleet_tests::fakehub::FakeHub;
 use docfleet_tests::{bin, hfhub_python, run_with_timeout, text};
 
+use crate::stats::median;
 use crate::summary::{Goal, Headline};
 
 const PYTHON: &str = r#"
@@ -102,12 +103,6 @@ fn timed(
     Ok(secs)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
-}
-
 pub fn run(
     runs: usize,
     large_mb: usize,
@@ -163,7 +158,7 @@ pub fn run(
         }
         let (py_min, rs_min) =
             (py.iter().cloned().fold(f64::MAX, f64::min), rs.iter().cloned().fold(f64::MAX, f64::min));
-        let (py_med, rs_med) = (median(&mut py), median(&mut rs));
+        let (py_med, rs_med) = (median(&py), median(&rs));
         let mb = expect.1 as f64 / 1e6;
         println!(
             "  {repo}: {} files, {:.1} MB\n    huggingface_hub: median {py_med:.3} s (min {py_min:.3})  {:.0} MB/s\n    docfleet:        median {rs_med:.3} s (min {rs_min:.3})  {:.0} MB/s\n    ratio docfleet / python (median): {:.2}x",

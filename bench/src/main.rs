@@ -24,6 +24,7 @@ mod openai;
 mod pyside;
 mod qwen2vl;
 mod scaler;
+mod stats;
 mod summary;
 mod vlm;
 mod worker;

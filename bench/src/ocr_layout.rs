@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use docfleet_tests::repo_root;
 use serde_json::Value;
 
+use crate::stats::median;
 use crate::summary::{Goal, Headline};
 
 /// rapidocr 3.10 with its defaults (PP-OCRv6 small), `threads` onnxruntime threads.
@@ -69,16 +70,6 @@ fn pages() -> anyhow::Result<Vec<PathBuf>> {
     let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json"))?)?;
     let pages = expected["pages"].as_array().context("expected.json: no pages")?;
     Ok(pages.iter().filter_map(|p| p["file"].as_str()).map(|f| dir.join(f)).collect())
-}
-
-/// The median of `xs` (the mean of the middle two for an even count).
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
 
 /// `docfleet-bench ocr-layout`: `rounds` rounds of the three sides, each round in a rotated order
@@ -143,16 +134,17 @@ pub fn run(threads: usize, repeat: usize, rounds: usize, models: &str, python: &
         let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if xs.len() > 1 { format!(", rounds {lo:.2}–{hi:.2}×") } else { String::new() }
     };
-    // The round whose layout-on side is the median one stands for the per-side details.
+    let med = |which: usize| median(&results[which].iter().map(pps).collect::<Vec<_>>());
+    // Per side, the round closest to its median pages/s stands for its details (RSS, cold
+    // start, stage times).
     let pick = |which: usize| -> &Side {
-        let m = median(results[which].iter().map(pps).collect());
+        let m = med(which);
         results[which]
             .iter()
             .min_by(|a, b| (pps(a) - m).abs().total_cmp(&(pps(b) - m).abs()))
             .expect("at least one round")
     };
     let (on, off, py) = (pick(0), pick(1), pick(2));
-    let med = |which: usize| median(results[which].iter().map(pps).collect());
     let rss = |s: &Side| s.report["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
     println!("| | docfleet ocr, layout on | docfleet ocr, layout off | rapidocr 3.10 (Python) |");
     println!("|---|---|---|---|");
@@ -191,13 +183,13 @@ pub fn run(threads: usize, repeat: usize, rounds: usize, models: &str, python: &
         Headline::ratio(
             "ocr-layout: pages/s, layout on vs rapidocr 3.10",
             format!("{:.2} vs {:.2} pages/s{of_rounds}, {same}{}", med(0), med(2), spread(&ratios)),
-            median(ratios.clone()),
+            median(&ratios),
             Goal::AtLeast(1.5),
         ),
         Headline::ratio(
             "ocr-layout: pages/s, layout on vs off",
             format!("{:.2} vs {:.2} pages/s{of_rounds}{}", med(0), med(1), spread(&on_off)),
-            median(on_off.clone()),
+            median(&on_off),
             Goal::AtLeast(0.7),
         ),
     ])

@@ -16,13 +16,7 @@ use docfleet_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use docfleet_tests::Fixture;
 use docfleet_tests::scaler_sim::{Scaler, SimOptions, https_client, run_hpa_simulation, sample};
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
+use crate::stats::percentile;
 
 /// CPU seconds (user + system) of a process, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {

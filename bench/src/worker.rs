@@ -6,15 +6,8 @@ use std::time::{Duration, Instant};
 use docfleet_tests::{Fixture, run_with_timeout, text};
 use futures::StreamExt;
 
+use crate::stats::percentile;
 use crate::{seed_inputs, send_jobs};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 /// Latencies (ms) from start of job to result written, read back from the result records.
 async fn latencies(fx: &Fixture) -> Vec<f64> {
